@@ -1,0 +1,42 @@
+# make run: set up and serve the bot.  make test: set up and pass every test.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+PIP := $(BIN)/python -m pip install --disable-pip-version-check -q
+
+.PHONY: run test lint format redis-server clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.run-deps: requirements.txt | $(BIN)/python
+	$(PIP) -r requirements.txt
+	touch $@
+
+$(VENV)/.test-deps: requirements.txt tests/requirements.txt | $(BIN)/python
+	$(PIP) -r tests/requirements.txt
+	touch $@
+
+run: $(VENV)/.run-deps
+	$(BIN)/python -m mpbot serve
+
+test: $(VENV)/.test-deps redis-server lint
+	cd tests && ../$(BIN)/python -m pytest
+
+lint: $(VENV)/.test-deps
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(VENV)/.test-deps
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+# The tests start their own redis-server on a free port; this only makes sure the binary exists.
+redis-server:
+	@command -v redis-server >/dev/null || { \
+		echo "redis-server is missing: installing it with apt-get"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server; }
+
+clean:
+	rm -rf $(VENV) .pytest_cache tests/.pytest_cache .ruff_cache

@@ -1,0 +1,127 @@
+"""The one reader of ``settings.py`` and the environment.
+
+``load_config(overrides)`` takes every UPPERCASE name of ``settings.py``, replaces it with the
+environment variable of the same name when that is set (parsed to the default's type), then with
+``overrides`` (tests, tools), and checks the result.
+"""
+
+import base64
+import binascii
+import importlib
+import json
+import os
+import secrets
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+from .errors import ConfigError
+
+
+def _parse(name: str, raw: str, default: Any) -> Any:
+    try:
+        if isinstance(default, bool):
+            if raw.strip().lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.strip().lower() in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError("expected 1/0, true/false, yes/no or on/off")
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, (dict, list)):
+            value = json.loads(raw)
+            if not isinstance(value, type(default)):
+                raise ValueError(f"expected a JSON {type(default).__name__}")
+            if isinstance(default, dict):
+                return {**default, **value}
+            return value
+    except ValueError as exc:
+        raise ConfigError(f"environment variable {name}={raw!r} is not valid: {exc}") from exc
+    return raw
+
+
+class Config:
+    """Settings as attributes (``config.WECHAT_TOKEN``), read-only once loaded."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        object.__setattr__(self, "_values", dict(values))
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(f"no setting named {name!r} in settings.py") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("settings are read-only; pass overrides to load_config()")
+
+    def as_dict(self) -> Mapping[str, Any]:
+        return MappingProxyType(self._values)
+
+    @property
+    def embedded(self) -> bool:
+        return not self.REDIS_URL
+
+    def text(self, name: str, **fields: str) -> str:
+        """A text from ``TEXTS`` with the command names (and ``fields``) filled in."""
+        names = {key: aliases[0] for key, aliases in self.COMMANDS.items() if aliases}
+        return self.TEXTS[name].format_map({**names, **fields})
+
+
+def load_config(overrides: Mapping[str, Any] | None = None, module: str = "settings") -> Config:
+    settings = importlib.import_module(module)
+    values = {name: getattr(settings, name) for name in dir(settings) if name.isupper()}
+    for name, default in list(values.items()):
+        if name in os.environ:
+            values[name] = _parse(name, os.environ[name], default)
+    for name, value in (overrides or {}).items():
+        if name not in values:
+            raise ConfigError(f"unknown setting {name!r}: it is not in settings.py")
+        values[name] = value
+    _check(values)
+    return Config(values)
+
+
+def _check(values: dict[str, Any]) -> None:
+    if not values["WECHAT_TOKEN"]:
+        raise ConfigError(
+            "WECHAT_TOKEN is not set: set it to the Token of the WeChat admin console "
+            "(设置与开发 > 基本配置 > 服务器配置), e.g. `export WECHAT_TOKEN=...`"
+        )
+    for name in ("WECHAT_ENCODING_AES_KEY", "WECHAT_PREVIOUS_ENCODING_AES_KEY"):
+        if values[name]:
+            aes_key(values[name], name)
+    if values["WECHAT_ENCODING_AES_KEY"] and not values["WECHAT_APPID"]:
+        raise ConfigError(
+            "WECHAT_APPID is not set: safe and compatible mode need the account's AppID "
+            "(设置与开发 > 基本配置), because every encrypted message carries it"
+        )
+    if values["REDIS_URL"] and not values["SECRET_KEY"]:
+        raise ConfigError(
+            "SECRET_KEY is not set: with REDIS_URL every process must sign answer links with the "
+            "same key; generate one with `python -c 'import secrets; print(secrets.token_hex(32))'`"
+        )
+    if not values["SECRET_KEY"]:
+        values["SECRET_KEY"] = secrets.token_hex(32)
+    if values["MPBOT_DELIVERY_WAIT"] >= values["MPBOT_WECHAT_TIMEOUT"]:
+        raise ConfigError(
+            f"MPBOT_DELIVERY_WAIT={values['MPBOT_DELIVERY_WAIT']!r} must be shorter than "
+            f"MPBOT_WECHAT_TIMEOUT={values['MPBOT_WECHAT_TIMEOUT']!r}, or the last delivery "
+            "answers after WeChat has gone"
+        )
+    values["PUBLIC_URL"] = values["PUBLIC_URL"].rstrip("/")
+
+
+def aes_key(encoding_aes_key: str, name: str = "WECHAT_ENCODING_AES_KEY") -> bytes:
+    """The 32-byte AES key behind an EncodingAESKey, or a ConfigError that says what is wrong."""
+    if len(encoding_aes_key) != 43:
+        raise ConfigError(f"{name} must be the 43 characters shown in the admin console, got {len(encoding_aes_key)}")
+    try:
+        key = base64.b64decode(encoding_aes_key + "=", validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ConfigError(f"{name} is not valid base64: {exc}") from exc
+    if len(key) != 32:
+        raise ConfigError(f"{name} does not decode to a 32-byte key")
+    return key

@@ -1,0 +1,44 @@
+"""The project's exceptions.
+
+    MpbotError
+    ├── ConfigError        a setting is missing or malformed; the message says which and how to fix it
+    ├── StoreError         Redis (or the in-memory store) could not be reached or answered badly
+    ├── LLMError           the model call failed; ``kind`` says how (see below)
+    └── BadRequest         a request WeChat sent (or someone forged) that we refuse with a 4xx
+        ├── Forbidden      a signature that does not hold (403)
+        └── TooLarge       a body over the limit (413)
+
+``LLMError.kind`` is one of ``timeout``, ``rate_limited``, ``unavailable``, ``unreachable``,
+``refused``, ``empty``, ``auth``, ``bad_request``; ``settings.TEXTS`` has a sentence for each.
+"""
+
+
+class MpbotError(Exception):
+    """Base class of every error mpbot raises on purpose."""
+
+
+class ConfigError(MpbotError):
+    pass
+
+
+class StoreError(MpbotError):
+    pass
+
+
+class LLMError(MpbotError):
+    def __init__(self, kind: str, detail: str = "") -> None:
+        super().__init__(f"{kind}: {detail}" if detail else kind)
+        self.kind = kind
+        self.detail = detail
+
+
+class BadRequest(MpbotError):
+    status = 400
+
+
+class Forbidden(BadRequest):
+    status = 403
+
+
+class TooLarge(BadRequest):
+    status = 413

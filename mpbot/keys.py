@@ -1,0 +1,44 @@
+"""Every Redis key mpbot writes, named in one place.
+
+All keys live under one prefix (``MPBOT_KEY_PREFIX``, default ``mpbot``) and every key is written
+with a TTL by the store that uses it. RQ's own keys (``rq:*``) are RQ's; their TTLs are set on
+each job (see ``jobs.py``).
+
+| key                         | type   | holds                                             | TTL                 |
+|-----------------------------|--------|---------------------------------------------------|---------------------|
+| {p}:msg:{msgid}:n           | string | deliveries of one MsgId seen so far (INCR)        | MPBOT_ANSWER_TTL    |
+| {p}:msg:{msgid}:a           | stream | the reply/answer events of one MsgId              | MPBOT_ANSWER_TTL    |
+| {p}:session:{openid}        | string | the id of the subscriber's chat session           | MPBOT_SESSION_TTL   |
+| {p}:history:{sid}           | list   | the session's question/answer turns (JSON)        | MPBOT_SESSION_TTL   |
+| {p}:event:{openid}:{time}   | string | an event already handled (FromUserName+CreateTime)| MPBOT_EVENT_TTL     |
+| {p}:health                  | string | written by /healthz to prove the store writes     | 60 s                |
+"""
+
+
+class Keys:
+    """Key names under one prefix."""
+
+    def __init__(self, prefix: str = "mpbot") -> None:
+        self.prefix = prefix
+
+    def deliveries(self, msgid: str) -> str:
+        return f"{self.prefix}:msg:{msgid}:n"
+
+    def answer(self, msgid: str) -> str:
+        return f"{self.prefix}:msg:{msgid}:a"
+
+    def session(self, openid: str) -> str:
+        return f"{self.prefix}:session:{openid}"
+
+    def history(self, sid: str) -> str:
+        return f"{self.prefix}:history:{sid}"
+
+    def event(self, openid: str, create_time: str) -> str:
+        return f"{self.prefix}:event:{openid}:{create_time}"
+
+    def health(self) -> str:
+        return f"{self.prefix}:health"
+
+    def pattern(self) -> str:
+        """Matches every key above (for tests and maintenance scripts)."""
+        return f"{self.prefix}:*"

@@ -1,0 +1,132 @@
+"""mpbot settings: UPPERCASE values only.
+
+Every value here can be overridden by an environment variable of the same name. Strings are taken
+as they are; numbers are parsed; lists and dicts are read as JSON (a dict from the environment is
+merged into the one below, so ``TEXTS='{"hint": "..."}'`` changes one text and keeps the rest).
+``mpbot/config.py`` is the only reader of this file.
+"""
+
+# --- WeChat -------------------------------------------------------------------------------------
+
+# The Token typed into the admin console (设置与开发 > 基本配置 > 服务器配置). Required.
+WECHAT_TOKEN = ""
+# The account's AppID. Needed in safe/compatible mode, where every message carries it.
+WECHAT_APPID = ""
+# The EncodingAESKey (43 characters). Set it to answer safe-mode and compatible-mode messages.
+WECHAT_ENCODING_AES_KEY = ""
+# The key used before the last change in the console; tried when the current one fails.
+WECHAT_PREVIOUS_ENCODING_AES_KEY = ""
+
+# --- The model ----------------------------------------------------------------------------------
+
+# Any OpenAI-compatible endpoint: OpenAI, DeepSeek, Qwen, a local Ollama or vLLM.
+OPENAI_API_KEY = ""
+# Empty means OpenAI itself; e.g. https://api.deepseek.com/v1 or http://127.0.0.1:11434/v1.
+OPENAI_BASE_URL = ""
+# The model name the endpoint knows.
+MPBOT_MODEL = "gpt-4o-mini"
+# Seconds one model call may take before it counts as failed (the answer page can wait longer
+# than the chat, so this is well past WeChat's 15 s).
+MPBOT_LLM_TIMEOUT = 120.0
+# Upper bound on the answer's length in tokens; 0 leaves it to the endpoint.
+MPBOT_MAX_TOKENS = 0
+# The system prompt sent first with every question.
+MPBOT_SYSTEM_PROMPT = (
+    "你是微信公众号里的助手。回答简洁、准确，用中文回答中文问题。回答会显示在微信聊天里：少用表格，段落短一些。"
+)
+# Characters of earlier questions and answers sent with each new question (newest first, whole
+# turns only). About 1.5 characters a token for Chinese, 4 for English.
+MPBOT_CONTEXT_CHARS = 6000
+# Turns a session keeps at most.
+MPBOT_HISTORY_TURNS = 20
+
+# --- Where it runs ------------------------------------------------------------------------------
+
+# Redis for shared state and RQ. Empty: embedded mode, one process with in-memory state.
+REDIS_URL = ""
+# Connections one web process may open to Redis. Every waiting delivery holds one, so keep it
+# above the threads a process runs (MPBOT_WEB_THREADS).
+MPBOT_REDIS_MAX_CONNECTIONS = 1000
+# The RQ queue the LLM jobs go to.
+MPBOT_QUEUE = "mpbot"
+# Prefix of every Redis key mpbot writes (see mpbot/keys.py).
+MPBOT_KEY_PREFIX = "mpbot"
+# RQ worker processes `python -m mpbot worker` starts on one host; each runs one model call at a
+# time, so all hosts together need about (messages per second x seconds per answer) of them.
+MPBOT_RQ_WORKERS = 8
+# Threads of the in-process pool that runs model calls in embedded mode.
+MPBOT_EMBEDDED_WORKERS = 32
+# Threads per gunicorn web process: each holds one waiting delivery for up to ~5 s.
+MPBOT_WEB_THREADS = 400
+# Base URL of links sent to subscribers (the answer page).
+PUBLIC_URL = "http://127.0.0.1:8000"
+# Signs answer links. Generated per process in embedded mode; required with Redis.
+SECRET_KEY = ""
+
+# --- Timings (seconds) --------------------------------------------------------------------------
+
+# How long WeChat waits for one delivery before it drops it and sends the next.
+MPBOT_WECHAT_TIMEOUT = 5.0
+# Deliveries WeChat makes of one message.
+MPBOT_DELIVERIES = 3
+# How long the last delivery waits for the answer before it replies with the link instead.
+# Leave room for the network between WeChat and this server.
+MPBOT_DELIVERY_WAIT = 4.5
+# Idle seconds before a chat session ends; every message renews it.
+MPBOT_SESSION_TTL = 300
+# How long answers (and the delivery count of each MsgId) are kept.
+MPBOT_ANSWER_TTL = 7 * 24 * 3600
+# How long the answer page's links stay valid.
+MPBOT_LINK_TTL = 7 * 24 * 3600
+# How long a handled event is remembered, so that WeChat's retries of it run once.
+MPBOT_EVENT_TTL = 600
+
+# --- Replies ------------------------------------------------------------------------------------
+
+# A text reply must stay under 2048 bytes of UTF-8.
+MPBOT_REPLY_MAX_BYTES = 2047
+
+# Commands and their aliases; matched after trimming whitespace, ignoring case.
+COMMANDS = {
+    "start": ["/chatgpt", "/start", "开始"],
+    "stop": ["/stop", "结束"],
+    "clear": ["/clear", "清空"],
+    "help": ["/help", "帮助"],
+}
+
+# Everything the bot says. {start}, {stop}, {clear}, {help} are the first name of each command,
+# {url} is a link to the answer page.
+TEXTS = {
+    "welcome": "欢迎关注！发送 {start} 开始和 AI 对话，发送 {help} 查看全部命令。",
+    "help": (
+        "可用命令：\n"
+        "{start} 开始对话\n"
+        "{stop} 结束对话并删除记录\n"
+        "{clear} 清空对话记录，继续对话\n"
+        "{help} 显示本帮助\n"
+        "对话开始后直接发送问题即可，空闲 5 分钟后对话自动结束。"
+    ),
+    "started": "对话已开始，请直接发送问题。\n发送 {clear} 清空记录，发送 {stop} 结束对话。",
+    "already_started": "对话进行中，请直接发送问题。\n发送 {clear} 清空记录，发送 {stop} 结束对话。",
+    "stopped": "对话已结束，记录已删除。发送 {start} 重新开始。",
+    "not_started": "当前没有进行中的对话。发送 {start} 开始。",
+    "cleared": "对话记录已清空，请继续提问。",
+    "hint": "发送 {start} 开始和 AI 对话，发送 {help} 查看命令。",
+    "fallback": (
+        '回答还在生成中，请稍候。\n<a href="{url}">点此查看回答</a>\n也可以稍后发送任意消息，在这里取回回答。'
+    ),
+    "more": '\n\n……（内容较长，<a href="{url}">点此查看完整回答</a>）',
+    "voice_unrecognised": "没有听清这段语音，请打字发送问题。",
+    "unsupported": "暂时只能理解文字和语音消息，请用文字描述你的问题。",
+    "store_down": "服务暂时有点忙，请稍后再试。",
+    "error": "抱歉，回答出错了，请稍后重新发送问题。",
+    "error_timeout": "抱歉，AI 回答超时了，请稍后重新发送问题。",
+    "error_rate_limited": "抱歉，AI 服务繁忙，请稍等一会儿再发送问题。",
+    "error_refused": "抱歉，这个问题暂时无法回答，换个问题试试吧。",
+    "error_empty": "抱歉，AI 没有给出回答，请换个说法再试。",
+    # The answer page.
+    "page_title": "回答",
+    "page_pending": "回答还在生成中，页面会自动刷新。",
+    "page_invalid": "链接无效或已过期。",
+    "page_store_down": "服务暂时不可用，请稍后刷新。",
+}
