@@ -1,0 +1,1 @@
+"""mpbot: a WeChat Official Account bot that answers with an LLM inside WeChat's passive-reply rules."""

@@ -1,0 +1,124 @@
+"""WeRoBot handlers: glue between WeChat messages, the window, sessions and the replies.
+
+Each handler returns a ``TextReply`` (or None for no reply). A handler never raises: WeRoBot
+would swallow the error and answer with silence, which tells WeChat the message was handled.
+"""
+
+import functools
+import hashlib
+import logging
+import time
+
+import werobot
+
+from .errors import StoreError
+from .formatting import fit, markdown_to_text
+from .sessions import Commands
+from .wechat import text_reply
+
+log = logging.getLogger(__name__)
+
+
+def user_tag(openid: str) -> str:
+    """The openid as it appears in logs: hashed."""
+    return hashlib.sha256(openid.encode()).hexdigest()[:12]
+
+
+class Bot:
+    def __init__(self, config, store, window, runner, links) -> None:
+        self.config = config
+        self.store = store
+        self.window = window
+        self.runner = runner
+        self.links = links
+        self.commands = Commands(config)
+        self.robot = werobot.WeRoBot(token=config.WECHAT_TOKEN, SESSION_STORAGE=False)
+        self.robot.text(self._guard(self.on_text))
+        self.robot.voice(self._guard(self.on_voice))
+        for kind in ("image", "video", "shortvideo", "location", "link"):
+            getattr(self.robot, kind)(self._guard(self.on_unsupported))
+        self.robot.subscribe(self._guard(self.on_subscribe))
+        self.robot.unsubscribe(self._guard(self.on_unsubscribe))
+
+    def reply(self, message):
+        return self.robot.get_reply(message)
+
+    def _guard(self, handler):
+        @functools.wraps(handler)
+        def guarded(message):
+            try:
+                return handler(message)
+            except StoreError as exc:
+                log.error("store unreachable, apologised to user=%s: %s", user_tag(message.source), exc)
+                return text_reply(message, self.config.text("store_down"))
+            except Exception:
+                log.exception("handler %s failed for user=%s", handler.__name__, user_tag(message.source))
+                return text_reply(message, self.config.text("error"))
+
+        return guarded
+
+    # --- messages --------------------------------------------------------------------------
+
+    def on_text(self, message):
+        return self.converse(message, message.content or "")
+
+    def on_voice(self, message):
+        if message.recognition and message.recognition.strip():
+            return self.converse(message, message.recognition)
+        return text_reply(message, self.config.text("voice_unrecognised"))
+
+    def on_unsupported(self, message):
+        return text_reply(message, self.config.text("unsupported"))
+
+    def converse(self, message, text: str):
+        openid, msgid = message.source, str(message.message_id)
+        command = self.commands.match(text)
+
+        def first() -> str | None:
+            if command:
+                return self.commands.run(command, self.store, openid)
+            sid = self.store.touch_session(openid)
+            if sid is None:
+                return self.config.text("hint")
+            self.runner.submit(msgid, sid, text.strip())
+            return None
+
+        started = time.monotonic()
+        n, event = self.window.deliver(msgid, first)
+        outcome = event["state"] if event else "silent"
+        log.info(
+            "delivery msgid=%s user=%s n=%d outcome=%s waited_ms=%d",
+            msgid,
+            user_tag(openid),
+            n,
+            outcome,
+            (time.monotonic() - started) * 1000,
+        )
+        if event is None:
+            return None
+        return text_reply(message, self.render(msgid, event))
+
+    def render(self, msgid: str, event) -> str:
+        """The text a subscriber sees for an answer event."""
+        limit = self.config.MPBOT_REPLY_MAX_BYTES
+        if event["state"] == "pending":
+            return self.config.text("fallback", url=self.links.url(msgid))
+        if event["state"] == "error":
+            key = f"error_{event.get('kind')}"
+            return self.config.text(key if key in self.config.TEXTS else "error")
+        if event.get("format") == "answer":
+            more = self.config.text("more", url=self.links.url(msgid))
+            return fit(markdown_to_text(event["text"]), limit, more)[0]
+        return fit(event["text"], limit)[0]
+
+    # --- events ----------------------------------------------------------------------------
+
+    def on_subscribe(self, message):
+        # No side effect to repeat: a retried subscribe (our reply was lost) gets the welcome again.
+        return text_reply(message, self.config.text("welcome"))
+
+    def on_unsubscribe(self, message):
+        if self.store.first_time(message.source, str(message.time)):
+            self.store.end_session(message.source)
+            log.info("unsubscribe user=%s: session and history dropped", user_tag(message.source))
+        return None

@@ -1,0 +1,93 @@
+"""Model output made fit for a WeChat text bubble: no reasoning, no Markdown, under the byte limit."""
+
+import re
+
+_THINK = re.compile(r"<think>.*?(</think>|\Z)", re.S | re.I)
+_FENCE = re.compile(r"^\s*(```|~~~)")
+_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.*?)\s*#*\s*$")
+_BULLET = re.compile(r"^(\s*)[-*+]\s+(\[[ xX]\]\s+)?")
+_QUOTE = re.compile(r"^\s{0,3}>\s?")
+_RULE = re.compile(r"^\s{0,3}([-*_])(\s*\1){2,}\s*$")
+_TABLE_SEP = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$")
+_IMAGE = re.compile(r"!\[([^\]]*)\]\([^)]*\)")
+_LINK = re.compile(r"\[([^\]]+)\]\((\S+?)(?:\s+\"[^\"]*\")?\)")
+_BOLD = re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1")
+_ITALIC = re.compile(r"(?<![\w*])\*(?=\S)([^*\n]+?)(?<=\S)\*(?![\w*])")
+_STRIKE = re.compile(r"~~(?=\S)(.+?)(?<=\S)~~")
+_CODE = re.compile(r"`([^`\n]+)`")
+_BLANKS = re.compile(r"\n{3,}")
+# Where a cut may fall, best first: a paragraph, a line, a sentence, a clause, a word.
+_BOUNDARIES = (
+    re.compile(r"\n\s*\n"),
+    re.compile(r"\n"),
+    re.compile(r"[。！？!?…]+[”’」』）)]*|[.](?=\s)"),
+    re.compile(r"[；;，,、：:]"),
+    re.compile(r"\s"),
+)
+
+
+def strip_think(text: str) -> str:
+    """Remove the ``<think>…</think>`` reasoning some models put before their answer."""
+    return _THINK.sub("", text).strip()
+
+
+def _inline(line: str) -> str:
+    line = _IMAGE.sub(lambda m: m.group(1), line)
+    line = _LINK.sub(lambda m: m.group(1) if m.group(1) == m.group(2) else f"{m.group(1)} ({m.group(2)})", line)
+    line = _BOLD.sub(r"\2", line)
+    line = _STRIKE.sub(r"\1", line)
+    line = _ITALIC.sub(r"\1", line)
+    return _CODE.sub(r"\1", line)
+
+
+def markdown_to_text(markdown: str) -> str:
+    """Markdown as plain text that reads well in WeChat: headings in 【】, bullets as •, code kept
+    as it is (without its fences), emphasis and link syntax dropped."""
+    out: list[str] = []
+    in_code = False
+    for line in markdown.replace("\r\n", "\n").split("\n"):
+        if _FENCE.match(line):
+            in_code = not in_code
+            continue
+        if in_code:
+            out.append(line)
+            continue
+        if _RULE.match(line) or _TABLE_SEP.match(line):
+            continue
+        heading = _HEADING.match(line)
+        if heading:
+            out.append(f"【{_inline(heading.group(1))}】")
+            continue
+        line = _QUOTE.sub("", line)
+        line = _BULLET.sub(lambda m: f"{m.group(1)[: len(m.group(1)) // 2]}• ", line)
+        if line.lstrip().startswith("|") and line.rstrip().endswith("|"):
+            line = " | ".join(cell.strip() for cell in line.strip().strip("|").split("|"))
+        out.append(_inline(line))
+    return _BLANKS.sub("\n\n", "\n".join(out)).strip()
+
+
+def utf8_len(text: str) -> int:
+    return len(text.encode("utf-8"))
+
+
+def cut(text: str, max_bytes: int) -> str:
+    """The longest head of ``text`` within ``max_bytes`` of UTF-8 that ends at a clean boundary
+    (paragraph, line, sentence, clause, word, in that order of preference, as long as the head
+    keeps at least half the room), never inside a character."""
+    if utf8_len(text) <= max_bytes:
+        return text
+    head = text.encode("utf-8")[:max_bytes].decode("utf-8", "ignore")
+    floor = len(head) // 2
+    for boundary in _BOUNDARIES:
+        ends = [m.end() for m in boundary.finditer(head) if m.end() > floor]
+        if ends:
+            return head[: ends[-1]].rstrip()
+    return head
+
+
+def fit(text: str, max_bytes: int, more: str = "") -> tuple[str, bool]:
+    """``text`` within ``max_bytes``; when it has to be cut, the head ends with ``more`` (the link
+    to the whole text). Returns the text and whether it was cut."""
+    if utf8_len(text) <= max_bytes:
+        return text, False
+    return cut(text, max_bytes - utf8_len(more)) + more, True

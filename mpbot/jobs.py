@@ -1,0 +1,110 @@
+"""What runs the model: one job per MsgId, as an RQ job or in an in-process pool.
+
+``answer`` is the RQ job (the worker builds its store and client once from the same settings);
+``run_answer`` does the work in both modes and always publishes a final event, so no delivery
+waits on an answer that will never come.
+"""
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from rq import Queue
+from rq.exceptions import DuplicateJobError
+from rq.serializers import JSONSerializer
+
+from .errors import LLMError, StoreError
+from .llm import LLM, build_messages
+
+log = logging.getLogger(__name__)
+
+
+def run_answer(config, store, llm, msgid: str, sid: str, question: str) -> None:
+    started = time.monotonic()
+    try:
+        history = store.history(sid)
+        messages = build_messages(config.MPBOT_SYSTEM_PROMPT, history, question, config.MPBOT_CONTEXT_CHARS)
+        text = llm.complete(messages)
+        event = {"state": "done", "format": "answer", "text": text}
+    except LLMError as exc:
+        log.warning("job msgid=%s outcome=llm_error kind=%s detail=%s", msgid, exc.kind, exc.detail)
+        event = {"state": "error", "kind": exc.kind}
+    except Exception as exc:
+        log.exception("job msgid=%s outcome=crash", msgid)
+        event = {"state": "error", "kind": "store" if isinstance(exc, StoreError) else "internal"}
+    store.publish(msgid, event)
+    if event["state"] == "done":
+        store.append_turn(sid, question, event["text"], config.MPBOT_HISTORY_TURNS)
+    log.info(
+        "job msgid=%s outcome=%s llm_ms=%d",
+        msgid,
+        event["state"],
+        (time.monotonic() - started) * 1000,
+    )
+
+
+_worker = None
+
+
+def _worker_services():
+    """The worker process's settings, store and client, built on its first job."""
+    global _worker
+    if _worker is None:
+        from .config import load_config
+        from .store import RedisStore
+
+        config = load_config()
+        _worker = (config, RedisStore(config), LLM(config))
+    return _worker
+
+
+def answer(msgid: str, sid: str, question: str) -> None:
+    """The RQ job."""
+    run_answer(*_worker_services(), msgid, sid, question)
+
+
+class RQRunner:
+    """Enqueues one job per MsgId; RQ refuses a second job with the same id atomically."""
+
+    def __init__(self, config, store) -> None:
+        self.queue = Queue(config.MPBOT_QUEUE, connection=store.rq_redis, serializer=JSONSerializer)
+        self.options = dict(
+            job_timeout=int(config.MPBOT_LLM_TIMEOUT) + 30,
+            ttl=int(config.MPBOT_ANSWER_TTL),
+            result_ttl=600,
+            failure_ttl=int(config.MPBOT_ANSWER_TTL),
+        )
+
+    def submit(self, msgid: str, sid: str, question: str) -> None:
+        try:
+            self.queue.enqueue(
+                "mpbot.jobs.answer", msgid, sid, question, job_id=f"answer-{msgid}", unique=True, **self.options
+            )
+        except DuplicateJobError:
+            log.warning("job msgid=%s already queued; not starting it twice", msgid)
+        except Exception as exc:
+            raise StoreError(f"cannot enqueue on Redis: {exc}") from exc
+
+    def close(self) -> None:
+        pass
+
+
+class PoolRunner:
+    """Embedded mode: a thread pool in this process in place of RQ workers. (RQ's workers install
+    signal handlers, which only the main thread may do, so they cannot run inside a web server.)"""
+
+    def __init__(self, config, store) -> None:
+        self.config = config
+        self.store = store
+        self.llm = LLM(config)
+        self.pool = ThreadPoolExecutor(config.MPBOT_EMBEDDED_WORKERS, thread_name_prefix="mpbot-llm")
+
+    def submit(self, msgid: str, sid: str, question: str) -> None:
+        self.pool.submit(run_answer, self.config, self.store, self.llm, msgid, sid, question)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def make_runner(config, store):
+    return PoolRunner(config, store) if config.embedded else RQRunner(config, store)

@@ -1,0 +1,18 @@
+"""Log setup for the processes mpbot starts (web, worker, CLI)."""
+
+import logging
+import os
+
+
+def setup_logging() -> None:
+    """One line per record on stderr, level from ``MPBOT_LOG_LEVEL`` (default INFO); leaves an
+    existing setup (pytest, a host application) alone."""
+    if logging.getLogger().handlers:
+        return
+    logging.basicConfig(
+        level=os.environ.get("MPBOT_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
+    )
+    # The openai client logs every request at INFO through httpx; keep the admin's log about the bot.
+    for noisy in ("httpx", "httpcore", "openai"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

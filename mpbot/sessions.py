@@ -1,0 +1,25 @@
+"""Chat sessions and the commands that manage them: start, stop, clear, help.
+
+A session is an id under the subscriber's openid that expires after ``MPBOT_SESSION_TTL`` idle
+seconds; every message renews it. Its history lives under the id, so ``/clear`` (a new id) and
+``/stop`` (no id) leave a job that is still writing to the old history nothing to bring back.
+"""
+
+
+class Commands:
+    def __init__(self, config) -> None:
+        self.config = config
+        self.names = {alias.strip().lower(): name for name, aliases in config.COMMANDS.items() for alias in aliases}
+
+    def match(self, text: str) -> str | None:
+        return self.names.get(text.strip().lower())
+
+    def run(self, name: str, store, openid: str) -> str:
+        text = self.config.text
+        if name == "start":
+            return text("started") if store.start_session(openid) else text("already_started")
+        if name == "stop":
+            return text("stopped") if store.end_session(openid) else text("not_started")
+        if name == "clear":
+            return text("cleared") if store.clear_history(openid) else text("not_started")
+        return text("help")

@@ -1,0 +1,281 @@
+"""Shared state: delivery counts, answers, sessions and their history.
+
+Two stores with one interface: ``RedisStore`` (many processes and hosts) and ``MemoryStore``
+(embedded mode, one process). Every key is named in ``keys.py`` and written with a TTL.
+
+An answer is a small stream of events per MsgId; the one that ends it is a dict with
+``state`` ``done`` (``text``, ``format``: ``answer`` for model output, ``reply`` for the bot's own
+text) or ``error`` (``kind``). Waiters read the stream without consuming it, so any number of
+deliveries, on any process, see the same answer.
+"""
+
+import json
+import secrets
+import threading
+import time
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from .errors import StoreError
+from .keys import Keys
+
+FINAL = ("done", "error")
+
+
+def _new_sid() -> str:
+    return secrets.token_urlsafe(12)
+
+
+class RedisStore:
+    # GETEX renews the session; its history slides with it.
+    _TOUCH = """
+    local sid = redis.call('GETEX', KEYS[1], 'EX', ARGV[1])
+    if sid then redis.call('EXPIRE', ARGV[2] .. sid, ARGV[1]) end
+    return sid
+    """
+    # /clear: the session gets a new id, so a job still writing to the old history cannot bring
+    # it back; the old history is dropped.
+    _RENEW = """
+    local old = redis.call('GET', KEYS[1])
+    if not old then return false end
+    redis.call('DEL', ARGV[2] .. old)
+    redis.call('SET', KEYS[1], ARGV[3], 'EX', ARGV[1])
+    return old
+    """
+    _END = """
+    local sid = redis.call('GET', KEYS[1])
+    if not sid then return false end
+    redis.call('DEL', KEYS[1], ARGV[1] .. sid)
+    return sid
+    """
+
+    def __init__(self, config) -> None:
+        self.keys = Keys(config.MPBOT_KEY_PREFIX)
+        self.answer_ttl = int(config.MPBOT_ANSWER_TTL)
+        self.session_ttl = int(config.MPBOT_SESSION_TTL)
+        self.event_ttl = int(config.MPBOT_EVENT_TTL)
+        common = dict(
+            socket_connect_timeout=1.0,
+            # Longer than the longest blocking read (a delivery's wait), so a read never times
+            # out before Redis answers; a dead server is still noticed within it.
+            socket_timeout=config.MPBOT_WECHAT_TIMEOUT + 5,
+            retry=Retry(NoBackoff(), 1),
+            health_check_interval=30,
+        )
+        pool = redis.BlockingConnectionPool.from_url(
+            config.REDIS_URL,
+            max_connections=config.MPBOT_REDIS_MAX_CONNECTIONS,
+            timeout=2,
+            decode_responses=True,
+            **common,
+        )
+        self.redis = redis.Redis(connection_pool=pool)
+        # RQ wants bytes back; it gets its own client on the same server.
+        self.rq_redis = redis.Redis.from_url(config.REDIS_URL, **common)
+        self._history_prefix = self.keys.history("")
+        self._touch = self.redis.register_script(self._TOUCH)
+        self._renew = self.redis.register_script(self._RENEW)
+        self._end = self.redis.register_script(self._END)
+
+    def _call(self, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except redis.RedisError as exc:
+            raise StoreError(f"Redis: {exc.__class__.__name__}: {exc}") from exc
+
+    def ping(self) -> str:
+        info = self._call(self.redis.info, "server")
+        self._call(self.redis.set, self.keys.health(), "1", ex=60)
+        return f"redis {info.get('redis_version', '?')}"
+
+    def count_delivery(self, msgid: str) -> int:
+        key = self.keys.deliveries(msgid)
+        pipe = self.redis.pipeline()
+        pipe.incr(key)
+        pipe.expire(key, self.answer_ttl)
+        return self._call(pipe.execute)[0]
+
+    def publish(self, msgid: str, event: dict[str, Any]) -> None:
+        key = self.keys.answer(msgid)
+        pipe = self.redis.pipeline()
+        pipe.xadd(key, {"e": json.dumps(event, ensure_ascii=False)})
+        pipe.expire(key, self.answer_ttl)
+        self._call(pipe.execute)
+
+    def wait(self, msgid: str, timeout: float) -> dict[str, Any] | None:
+        """The final event of ``msgid``: at once if it exists, else as soon as it is published
+        (a blocking XREAD, no polling), or None after ``timeout`` seconds."""
+        key = self.keys.answer(msgid)
+        deadline = time.monotonic() + timeout
+        last = "0-0"
+        while True:
+            remaining = deadline - time.monotonic()
+            block = int(remaining * 1000)
+            if block < 1:
+                # Still look once: the answer may already be there.
+                block = None
+            reply = self._call(self.redis.xread, {key: last}, count=100, block=block)
+            for _stream, entries in reply or ():
+                for entry_id, fields in entries:
+                    last = entry_id
+                    event = json.loads(fields["e"])
+                    if event.get("state") in FINAL:
+                        return event
+            if block is None or time.monotonic() >= deadline:
+                return None
+
+    def touch_session(self, openid: str) -> str | None:
+        return self._call(self._touch, keys=[self.keys.session(openid)], args=[self.session_ttl, self._history_prefix])
+
+    def start_session(self, openid: str) -> bool:
+        """Start a session; False when one is already going (it is renewed)."""
+        created = self._call(self.redis.set, self.keys.session(openid), _new_sid(), nx=True, ex=self.session_ttl)
+        if not created:
+            self.touch_session(openid)
+        return bool(created)
+
+    def clear_history(self, openid: str) -> bool:
+        old = self._call(
+            self._renew, keys=[self.keys.session(openid)], args=[self.session_ttl, self._history_prefix, _new_sid()]
+        )
+        return bool(old)
+
+    def end_session(self, openid: str) -> bool:
+        return bool(self._call(self._end, keys=[self.keys.session(openid)], args=[self._history_prefix]))
+
+    def history(self, sid: str) -> list[dict[str, str]]:
+        return [json.loads(turn) for turn in self._call(self.redis.lrange, self.keys.history(sid), 0, -1)]
+
+    def append_turn(self, sid: str, question: str, answer: str, max_turns: int) -> None:
+        key = self.keys.history(sid)
+        pipe = self.redis.pipeline()
+        pipe.rpush(key, json.dumps({"q": question, "a": answer}, ensure_ascii=False))
+        pipe.ltrim(key, -max_turns, -1)
+        pipe.expire(key, self.session_ttl)
+        self._call(pipe.execute)
+
+    def first_time(self, openid: str, create_time: str) -> bool:
+        """True the first time an event (FromUserName + CreateTime) is seen."""
+        return bool(self._call(self.redis.set, self.keys.event(openid, create_time), "1", nx=True, ex=self.event_ttl))
+
+    def close(self) -> None:
+        self.redis.close()
+        self.rq_redis.close()
+
+
+class MemoryStore:
+    """The same store in this process's memory, for embedded mode. Expired entries are dropped
+    when read and swept every few hundred writes, so memory stays bounded by the TTLs."""
+
+    def __init__(self, config) -> None:
+        self.answer_ttl = config.MPBOT_ANSWER_TTL
+        self.session_ttl = config.MPBOT_SESSION_TTL
+        self.event_ttl = config.MPBOT_EVENT_TTL
+        self._data: dict[tuple, tuple[Any, float]] = {}
+        self._changed = threading.Condition()
+        self._writes = 0
+
+    def _get(self, key: tuple) -> Any:
+        item = self._data.get(key)
+        if item is None:
+            return None
+        if item[1] <= time.monotonic():
+            del self._data[key]
+            return None
+        return item[0]
+
+    def _set(self, key: tuple, value: Any, ttl: float) -> None:
+        self._data[key] = (value, time.monotonic() + ttl)
+        self._writes += 1
+        if self._writes % 500 == 0:
+            now = time.monotonic()
+            for stale in [k for k, (_, expires) in self._data.items() if expires <= now]:
+                del self._data[stale]
+
+    def ping(self) -> str:
+        return "in-memory (embedded mode)"
+
+    def count_delivery(self, msgid: str) -> int:
+        with self._changed:
+            n = (self._get(("n", msgid)) or 0) + 1
+            self._set(("n", msgid), n, self.answer_ttl)
+            return n
+
+    def publish(self, msgid: str, event: dict[str, Any]) -> None:
+        with self._changed:
+            events = self._get(("a", msgid)) or []
+            self._set(("a", msgid), [*events, event], self.answer_ttl)
+            self._changed.notify_all()
+
+    def wait(self, msgid: str, timeout: float) -> dict[str, Any] | None:
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for event in self._get(("a", msgid)) or ():
+                    if event.get("state") in FINAL:
+                        return event
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._changed.wait(remaining)
+
+    def touch_session(self, openid: str) -> str | None:
+        with self._changed:
+            sid = self._get(("s", openid))
+            if sid is not None:
+                self._set(("s", openid), sid, self.session_ttl)
+                history = self._get(("h", sid))
+                if history is not None:
+                    self._set(("h", sid), history, self.session_ttl)
+            return sid
+
+    def start_session(self, openid: str) -> bool:
+        with self._changed:
+            if self.touch_session(openid) is not None:
+                return False
+            self._set(("s", openid), _new_sid(), self.session_ttl)
+            return True
+
+    def clear_history(self, openid: str) -> bool:
+        with self._changed:
+            old = self._get(("s", openid))
+            if old is None:
+                return False
+            self._data.pop(("h", old), None)
+            self._set(("s", openid), _new_sid(), self.session_ttl)
+            return True
+
+    def end_session(self, openid: str) -> bool:
+        with self._changed:
+            sid = self._get(("s", openid))
+            if sid is None:
+                return False
+            self._data.pop(("s", openid), None)
+            self._data.pop(("h", sid), None)
+            return True
+
+    def history(self, sid: str) -> list[dict[str, str]]:
+        with self._changed:
+            return list(self._get(("h", sid)) or [])
+
+    def append_turn(self, sid: str, question: str, answer: str, max_turns: int) -> None:
+        with self._changed:
+            turns = [*(self._get(("h", sid)) or []), {"q": question, "a": answer}]
+            self._set(("h", sid), turns[-max_turns:], self.session_ttl)
+
+    def first_time(self, openid: str, create_time: str) -> bool:
+        with self._changed:
+            if self._get(("e", openid, create_time)) is not None:
+                return False
+            self._set(("e", openid, create_time), True, self.event_ttl)
+            return True
+
+    def close(self) -> None:
+        pass
+
+
+def make_store(config):
+    return MemoryStore(config) if config.embedded else RedisStore(config)

@@ -1,0 +1,126 @@
+"""WeChat's side of the wire: signatures, safe-mode crypto, XML in, reply XML out.
+
+Everything that comes from the request is checked here and refused with ``BadRequest`` (4xx)
+before a handler sees it; WeRoBot does the parsing into message objects and the reply templates.
+"""
+
+import hmac
+import re
+import time
+from dataclasses import dataclass
+
+import werobot.replies
+from werobot.crypto import MessageCrypt
+from werobot.parser import parse_xml, process_message
+from werobot.utils import get_signature
+
+from .errors import BadRequest, Forbidden
+
+MAX_BODY = 64 * 1024
+# WeChat never sends a DTD; refusing one before parsing rules out entity expansion and XXE.
+_DTD = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.I)
+_NUMBER = re.compile(r"^[0-9]{1,20}$")
+_REQUIRED = ("ToUserName", "FromUserName", "CreateTime", "MsgType")
+
+
+def signature_ok(token: str, timestamp: str, nonce: str, signature: str, *extra: str) -> bool:
+    """Constant-time check of WeChat's sha1 signature over the sorted token, timestamp, nonce
+    (and, for ``msg_signature``, the Encrypt field)."""
+    if not (timestamp and nonce and signature):
+        return False
+    expected = get_signature(token, timestamp, nonce, *extra)
+    return hmac.compare_digest(expected.encode(), signature.encode())
+
+
+class Crypto:
+    """Safe and compatible mode: the current EncodingAESKey, and the previous one as a fallback
+    (WeChat's FAQ: keep the old key and try it when decryption fails)."""
+
+    def __init__(self, token: str, appid: str, keys: list[str]) -> None:
+        self.token = token
+        self.appid = appid
+        self.crypts = [MessageCrypt(token, key, appid) for key in keys if key]
+
+    def decrypt(self, encrypted: str, timestamp: str, nonce: str, msg_signature: str) -> tuple[bytes, MessageCrypt]:
+        if not signature_ok(self.token, timestamp, nonce, msg_signature, encrypted):
+            raise Forbidden("msg_signature does not match")
+        for crypt in self.crypts:
+            try:
+                xml = crypt.prp_crypto.decrypt(encrypted, self.appid)
+            except Exception:  # noqa: S112 (bad base64, bad padding, wrong key or appid: try the next key)
+                continue
+            if xml:
+                return bytes(xml), crypt
+        raise BadRequest("cannot decrypt the message with WECHAT_ENCODING_AES_KEY and WECHAT_APPID")
+
+
+def _parse(body: bytes) -> dict:
+    if _DTD.search(body):
+        raise BadRequest("XML with a DTD or entities")
+    try:
+        fields = parse_xml(body)
+    except Exception as exc:  # expat errors, a root that is not <xml>, text instead of elements
+        raise BadRequest(f"malformed XML: {exc.__class__.__name__}") from None
+    if not isinstance(fields, dict):
+        raise BadRequest("malformed XML: <xml> has no fields")
+    return fields
+
+
+@dataclass
+class Incoming:
+    message: object  # a werobot.messages message or event
+    crypt: MessageCrypt | None  # set when the reply must be encrypted
+
+
+def parse_request(body: bytes, query, crypto: Crypto | None) -> Incoming:
+    """A POST body (and its query string) as a WeRoBot message; BadRequest when it is not one."""
+    fields = _parse(body)
+    crypt = None
+    if query.get("encrypt_type", "") == "aes":
+        if crypto is None:
+            raise BadRequest("safe-mode message, but WECHAT_ENCODING_AES_KEY is not set")
+        encrypted = fields.get("Encrypt")
+        if not isinstance(encrypted, str):
+            raise BadRequest("safe-mode message without <Encrypt>")
+        xml, crypt = crypto.decrypt(
+            encrypted, query.get("timestamp", ""), query.get("nonce", ""), query.get("msg_signature", "")
+        )
+        fields = _parse(xml)
+    for name in _REQUIRED:
+        if not isinstance(fields.get(name), str) or not fields[name]:
+            raise BadRequest(f"missing field {name}")
+    if not _NUMBER.match(fields["CreateTime"]):
+        raise BadRequest("malformed field CreateTime")
+    if fields["MsgType"] == "event":
+        if not isinstance(fields.get("Event"), str):
+            raise BadRequest("missing field Event")
+    elif not isinstance(fields.get("MsgId"), str) or not _NUMBER.match(fields["MsgId"]):
+        raise BadRequest("missing or malformed field MsgId")
+    if fields["MsgType"] == "text" and not isinstance(fields.get("Content"), str):
+        raise BadRequest("missing field Content")
+    try:
+        message = process_message(fields)
+    except Exception as exc:
+        raise BadRequest(f"unreadable message: {exc.__class__.__name__}") from None
+    return Incoming(message, crypt)
+
+
+def cdata(text: str) -> str:
+    """Text that is safe inside ``<![CDATA[...]]>``: a ``]]>`` in it would end the section."""
+    return text.replace("]]>", "]]]]><![CDATA[>")
+
+
+def text_reply(message, content: str) -> werobot.replies.TextReply:
+    return werobot.replies.TextReply(
+        source=cdata(message.target), target=cdata(message.source), content=cdata(content), time=int(time.time())
+    )
+
+
+def render(incoming: Incoming, reply) -> str:
+    """The response body: reply XML, encrypted when the request was; ``""`` for no reply."""
+    if reply is None:
+        return ""
+    xml = reply.render()
+    if incoming.crypt is not None:
+        return incoming.crypt.encrypt_message(xml)
+    return xml
