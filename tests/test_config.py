@@ -1,0 +1,52 @@
+"""Settings: every value from settings.py, overridable by the environment, checked with clear errors."""
+
+import pytest
+
+from mpbot.config import load_config
+from mpbot.errors import ConfigError
+
+
+def test_missing_token_is_named(monkeypatch):
+    with pytest.raises(ConfigError, match="WECHAT_TOKEN"):
+        load_config()
+
+
+def test_environment_overrides_are_parsed_to_the_setting_type(monkeypatch):
+    monkeypatch.setenv("WECHAT_TOKEN", "tok")
+    monkeypatch.setenv("MPBOT_SESSION_TTL", "60")
+    monkeypatch.setenv("MPBOT_DELIVERY_WAIT", "4.2")
+    monkeypatch.setenv("TEXTS", '{"hint": "先发 {start}"}')
+    config = load_config()
+    assert config.MPBOT_SESSION_TTL == 60
+    assert config.MPBOT_DELIVERY_WAIT == 4.2
+    assert config.text("hint") == "先发 /chatgpt"
+    assert "欢迎" in config.text("welcome")  # the other texts are kept
+
+
+def test_bad_number_in_the_environment_names_the_variable(monkeypatch):
+    monkeypatch.setenv("WECHAT_TOKEN", "tok")
+    monkeypatch.setenv("MPBOT_SESSION_TTL", "five minutes")
+    with pytest.raises(ConfigError, match="MPBOT_SESSION_TTL='five minutes'"):
+        load_config()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"WECHAT_ENCODING_AES_KEY": "short"}, "43 characters"),
+        ({"WECHAT_ENCODING_AES_KEY": "!" * 43, "WECHAT_APPID": "wx1"}, "base64"),
+        ({"WECHAT_ENCODING_AES_KEY": "A" * 43}, "WECHAT_APPID"),
+        ({"REDIS_URL": "redis://127.0.0.1:6379/0"}, "SECRET_KEY"),
+        ({"MPBOT_DELIVERY_WAIT": 5.0}, "MPBOT_DELIVERY_WAIT"),
+        ({"NO_SUCH_SETTING": 1}, "unknown setting"),
+    ],
+)
+def test_bad_settings_say_what_is_wrong(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config({"WECHAT_TOKEN": "tok", **overrides})
+
+
+def test_embedded_mode_generates_a_secret_per_process():
+    first, second = load_config({"WECHAT_TOKEN": "t"}), load_config({"WECHAT_TOKEN": "t"})
+    assert first.embedded and len(first.SECRET_KEY) >= 32
+    assert first.SECRET_KEY != second.SECRET_KEY

@@ -1,0 +1,90 @@
+"""`make run`'s command and the Procfile, as processes: gunicorn, RQ workers, the banner."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+import requests
+
+from conftest import ROOT
+from fakes import WeChat, free_port
+
+
+def start(tmp_path, env):
+    shutil.copy(os.path.join(ROOT, "Procfile"), tmp_path / "Procfile")
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mpbot", "serve", "--port", str(port)],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": ROOT, "MPBOT_WEB_THREADS": "20", **env},
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        assert process.poll() is None, "`python -m mpbot serve` exited"
+        try:
+            if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return process, url
+        except requests.ConnectionError:
+            pass
+        assert time.monotonic() < deadline, "the bot did not come up"
+        time.sleep(0.2)
+
+
+def stop(process) -> str:
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=30)
+    return output
+
+
+@pytest.fixture
+def llm_url(fake_llm, fake_llm_server):
+    return fake_llm_server[1]
+
+
+def test_make_run_with_nothing_configured_runs_embedded_and_prints_the_token(tmp_path, llm_url):
+    process, url = start(tmp_path, {"OPENAI_BASE_URL": llm_url})
+    try:
+        token = (tmp_path / ".env").read_text().split("WECHAT_TOKEN=")[1].strip()
+        assert oct((tmp_path / ".env").stat().st_mode)[-3:] == "600"
+        wechat = WeChat(url, token)
+        assert "对话已开始" in wechat.say("/chatgpt")
+        assert wechat.say("你好") == "答：你好"
+    finally:
+        output = stop(process)
+    assert f"{url}/wechat" in output
+    assert token in output
+    assert "embedded" in output
+    assert process.returncode == 0
+
+
+def test_make_run_with_redis_runs_the_procfile_web_and_worker(tmp_path, llm_url, redis_url, fake_llm):
+    env = {
+        "OPENAI_BASE_URL": llm_url,
+        "REDIS_URL": redis_url,
+        "SECRET_KEY": "s" * 32,
+        "WECHAT_TOKEN": "e2etoken",
+        "MPBOT_RQ_WORKERS": "2",
+        "MPBOT_QUEUE": f"e2e-{uuid.uuid4().hex[:8]}",
+        "MPBOT_KEY_PREFIX": f"e2e-{uuid.uuid4().hex[:8]}",
+    }
+    process, url = start(tmp_path, env)
+    try:
+        wechat = WeChat(url, "e2etoken")
+        assert "对话已开始" in wechat.say("/chatgpt")
+        deadline = time.monotonic() + 20
+        while (reply := wechat.say("集群")) != "答：集群":  # the workers may still be starting
+            assert time.monotonic() < deadline, reply
+        assert "redis://127.0.0.1" in stop(process)
+    finally:
+        if process.poll() is None:
+            stop(process)
+    assert not (tmp_path / ".env").exists()
