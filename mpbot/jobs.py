@@ -78,7 +78,15 @@ class RQRunner:
     def submit(self, msgid: str, sid: str, question: str) -> None:
         try:
             self.queue.enqueue(
-                "mpbot.jobs.answer", msgid, sid, question, job_id=f"answer-{msgid}", unique=True, **self.options
+                "mpbot.jobs.answer",
+                msgid,
+                sid,
+                question,
+                job_id=f"answer-{msgid}",
+                # RQ logs the description; the default one would put the question in the logs.
+                description=f"answer MsgId {msgid}",
+                unique=True,
+                **self.options,
             )
         except DuplicateJobError:
             log.warning("job msgid=%s already queued; not starting it twice", msgid)

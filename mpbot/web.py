@@ -57,6 +57,14 @@ def _read_body(limit: int) -> bytes:
 def create_app(overrides=None) -> Bottle:
     config = load_config(overrides)
     services = Services(config)
+    if config.embedded:
+        log.info(
+            "embedded mode: state in this process's memory, model calls in an in-process pool of %d threads "
+            "(RQ workers install signal handlers and so need a main thread of their own; set REDIS_URL to use them)",
+            config.MPBOT_EMBEDDED_WORKERS,
+        )
+    else:
+        log.info("Redis mode: state in Redis, model calls as RQ jobs on queue %r", config.MPBOT_QUEUE)
     app = Bottle()
     app.mpbot = services
 

@@ -91,12 +91,13 @@ def parse_request(body: bytes, query, crypto: Crypto | None) -> Incoming:
             raise BadRequest(f"missing field {name}")
     if not _NUMBER.match(fields["CreateTime"]):
         raise BadRequest("malformed field CreateTime")
-    if fields["MsgType"] == "event":
+    kind = fields["MsgType"].lower()
+    if kind == "event":
         if not isinstance(fields.get("Event"), str):
             raise BadRequest("missing field Event")
     elif not isinstance(fields.get("MsgId"), str) or not _NUMBER.match(fields["MsgId"]):
         raise BadRequest("missing or malformed field MsgId")
-    if fields["MsgType"] == "text" and not isinstance(fields.get("Content"), str):
+    if kind == "text" and not isinstance(fields.get("Content"), str):
         raise BadRequest("missing field Content")
     try:
         message = process_message(fields)

@@ -25,7 +25,7 @@ SHARED = {
     "SECRET_KEY": SECRET,
     "OPENAI_API_KEY": "sk-test",
     "MPBOT_MODEL": "fake-model",
-    "MPBOT_LLM_TIMEOUT": 6.0,
+    "MPBOT_LLM_TIMEOUT": 20.0,
     "MPBOT_CONTEXT_CHARS": 200,
     "PUBLIC_URL": "https://bot.example.com",
 }

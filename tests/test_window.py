@@ -100,3 +100,25 @@ def test_wechat_error_never_shown_for_a_retried_command(bot, fake_llm):
     again = bot.post(text_xml("/chatgpt", msgid))
     assert bot.reply_text(first.text) == bot.reply_text(again.text)
     assert "对话已开始" in bot.reply_text(again.text)
+
+
+def test_at_wechat_speed_answers_taking_1_7_12_and_14_seconds_all_arrive_in_the_chat(make_bot, fake_llm):
+    """Default timings, WeChat's real 5 s per delivery: the issue's 1 s, 7 s and 12 s, and 14 s."""
+    import concurrent.futures
+
+    wechat = make_bot(timeout=5.0, MPBOT_WECHAT_TIMEOUT=5.0, MPBOT_DELIVERY_WAIT=4.5)
+    latencies = {1.0: 1, 7.0: 2, 12.0: 3, 14.0: 3}
+
+    def ask(latency):
+        openid = f"user-{latency}"
+        start_session(wechat, openid)
+        question = f"要 {latency} 秒的问题"
+        fake_llm.rules[question] = Rule(latency=latency, content=f"{latency} 秒的回答")
+        return wechat.deliver(text_xml(question, wechat.new_msgid(), openid)), question
+
+    with concurrent.futures.ThreadPoolExecutor(len(latencies)) as pool:
+        results = dict(zip(latencies, pool.map(ask, latencies), strict=True))
+    for latency, (log, question) in results.items():
+        assert len(log) == latencies[latency], (latency, log)
+        assert wechat.reply_text(log[-1].body) == f"{latency} 秒的回答"
+        assert fake_llm.calls_for(question) == 1
