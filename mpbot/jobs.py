@@ -112,6 +112,7 @@ class PoolRunner:
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.llm.close()
 
 
 def make_runner(config, store):

@@ -68,3 +68,6 @@ class LLM:
         if not text:
             raise LLMError("empty", f"finish_reason={choice.finish_reason}")
         return text
+
+    def close(self) -> None:
+        self.client.close()

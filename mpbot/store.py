@@ -162,7 +162,8 @@ class RedisStore:
         return bool(self._call(self.redis.set, self.keys.event(openid, create_time), "1", nx=True, ex=self.event_ttl))
 
     def close(self) -> None:
-        self.redis.close()
+        # A client given its pool leaves the pool open on close(); disconnect it ourselves.
+        self.redis.connection_pool.disconnect()
         self.rq_redis.close()
 
 

@@ -96,14 +96,17 @@ def rq_workers(worker_env):
     client = redis.Redis.from_url(worker_env["REDIS_URL"])
     from rq import Worker
 
-    deadline = time.monotonic() + 30
-    while len(Worker.all(connection=client)) < 4:
-        assert process.poll() is None, "the RQ workers exited"
-        assert time.monotonic() < deadline, "the RQ workers did not start"
-        time.sleep(0.1)
-    yield process
-    process.terminate()
-    process.wait(15)
+    try:
+        deadline = time.monotonic() + 30
+        while len(Worker.all(connection=client)) < 4:
+            assert process.poll() is None, "the RQ workers exited"
+            assert time.monotonic() < deadline, "the RQ workers did not start"
+            time.sleep(0.1)
+        yield process
+    finally:
+        process.terminate()
+        process.wait(15)
+        client.close()
 
 
 @pytest.fixture(params=["embedded", "redis"])
