@@ -112,6 +112,15 @@ def _check(values: dict[str, Any]) -> None:
             "answers after WeChat has gone"
         )
     values["PUBLIC_URL"] = values["PUBLIC_URL"].rstrip("/")
+    fields = {key: "x" for key in values["COMMANDS"]} | {"url": "x"}
+    for name, text in values["TEXTS"].items():
+        try:
+            text.format_map(fields)
+        except (KeyError, ValueError, IndexError) as exc:
+            raise ConfigError(
+                f"TEXTS[{name!r}] = {text!r} cannot be filled in ({exc!r}): it may use "
+                f"{', '.join('{' + key + '}' for key in fields)}; write a literal brace as {{{{ or }}}}"
+            ) from None
 
 
 def aes_key(encoding_aes_key: str, name: str = "WECHAT_ENCODING_AES_KEY") -> bytes:

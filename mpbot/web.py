@@ -100,7 +100,14 @@ def create_app(overrides=None) -> Bottle:
     @app.get("/answer/<token>")
     def answer(token):
         page = services.templates.get_template("answer.html")
-        headers = {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"}
+        headers = {
+            "Content-Type": "text/html; charset=utf-8",
+            "Cache-Control": "no-store",
+            # The token in the URL is the key to the answer: never send it on as a Referer.
+            "Referrer-Policy": "no-referrer",
+            "X-Content-Type-Options": "nosniff",
+            "X-Frame-Options": "DENY",
+        }
         msgid = services.links.verify(token)
         if msgid is None:
             return HTTPResponse(status=404, body=page.render(state="invalid", texts=config.TEXTS), headers=headers)

@@ -39,6 +39,7 @@ def test_bad_number_in_the_environment_names_the_variable(monkeypatch):
         ({"REDIS_URL": "redis://127.0.0.1:6379/0"}, "SECRET_KEY"),
         ({"MPBOT_DELIVERY_WAIT": 5.0}, "MPBOT_DELIVERY_WAIT"),
         ({"NO_SUCH_SETTING": 1}, "unknown setting"),
+        ({"TEXTS": {"hint": "发送 {begin} 开始"}}, "TEXTS\\['hint'\\]"),
     ],
 )
 def test_bad_settings_say_what_is_wrong(overrides, message):

@@ -80,7 +80,10 @@ def test_tampered_or_expired_answer_links_get_a_404_that_says_so(bot):
         page = requests.get(f"{bot.url}/answer/{token}", timeout=5)
         assert page.status_code == 404
         assert "链接无效或已过期" in page.text
-    assert requests.get(f"{bot.url}/answer/{good}", timeout=5).status_code == 200
+    page = requests.get(f"{bot.url}/answer/{good}", timeout=5)
+    assert page.status_code == 200
+    assert page.headers["Referrer-Policy"] == "no-referrer"  # the token never leaves as a Referer
+    assert "no-store" in page.headers["Cache-Control"]
 
 
 def test_answer_page_escapes_what_the_model_wrote(bot, fake_llm):
