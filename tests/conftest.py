@@ -89,10 +89,19 @@ def worker_env(redis_url, fake_llm_server):
 
 
 @pytest.fixture(scope="session")
-def rq_workers(worker_env):
+def rq_log(tmp_path_factory):
+    """Where the RQ workers' log goes."""
+    return tmp_path_factory.mktemp("rq") / "workers.log"
+
+
+@pytest.fixture(scope="session")
+def rq_workers(worker_env, rq_log):
     """RQ workers started as the Procfile's worker line starts them."""
     env = {**os.environ, **worker_env, "PYTHONPATH": ROOT}
-    process = subprocess.Popen([sys.executable, "-m", "mpbot", "worker", "--num", "4"], cwd=ROOT, env=env)
+    log = open(rq_log, "w")  # closed with the workers
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mpbot", "worker", "--num", "4"], cwd=ROOT, env=env, stdout=log, stderr=log
+    )
     client = redis.Redis.from_url(worker_env["REDIS_URL"])
     from rq import Worker
 
@@ -107,6 +116,7 @@ def rq_workers(worker_env):
         process.terminate()
         process.wait(15)
         client.close()
+        log.close()
 
 
 @pytest.fixture(params=["embedded", "redis"])
