@@ -176,7 +176,9 @@ class MemoryStore:
         self.session_ttl = config.MPBOT_SESSION_TTL
         self.event_ttl = config.MPBOT_EVENT_TTL
         self._data: dict[tuple, tuple[Any, float]] = {}
-        self._changed = threading.Condition()
+        self._lock = threading.RLock()
+        # One condition per MsgId being waited on, so a published answer wakes only its waiters.
+        self._waiting: dict[str, tuple[threading.Condition, int]] = {}
         self._writes = 0
 
     def _get(self, key: tuple) -> Any:
@@ -200,31 +202,41 @@ class MemoryStore:
         return "in-memory (embedded mode)"
 
     def count_delivery(self, msgid: str) -> int:
-        with self._changed:
+        with self._lock:
             n = (self._get(("n", msgid)) or 0) + 1
             self._set(("n", msgid), n, self.answer_ttl)
             return n
 
     def publish(self, msgid: str, event: dict[str, Any]) -> None:
-        with self._changed:
+        with self._lock:
             events = self._get(("a", msgid)) or []
             self._set(("a", msgid), [*events, event], self.answer_ttl)
-            self._changed.notify_all()
+            if msgid in self._waiting:
+                self._waiting[msgid][0].notify_all()
 
     def wait(self, msgid: str, timeout: float) -> dict[str, Any] | None:
         deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                for event in self._get(("a", msgid)) or ():
-                    if event.get("state") in FINAL:
-                        return event
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return None
-                self._changed.wait(remaining)
+        with self._lock:
+            condition, count = self._waiting.get(msgid) or (threading.Condition(self._lock), 0)
+            self._waiting[msgid] = (condition, count + 1)
+            try:
+                while True:
+                    for event in self._get(("a", msgid)) or ():
+                        if event.get("state") in FINAL:
+                            return event
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return None
+                    condition.wait(remaining)
+            finally:
+                condition, count = self._waiting[msgid]
+                if count == 1:
+                    del self._waiting[msgid]
+                else:
+                    self._waiting[msgid] = (condition, count - 1)
 
     def touch_session(self, openid: str) -> str | None:
-        with self._changed:
+        with self._lock:
             sid = self._get(("s", openid))
             if sid is not None:
                 self._set(("s", openid), sid, self.session_ttl)
@@ -234,14 +246,14 @@ class MemoryStore:
             return sid
 
     def start_session(self, openid: str) -> bool:
-        with self._changed:
+        with self._lock:
             if self.touch_session(openid) is not None:
                 return False
             self._set(("s", openid), _new_sid(), self.session_ttl)
             return True
 
     def clear_history(self, openid: str) -> bool:
-        with self._changed:
+        with self._lock:
             old = self._get(("s", openid))
             if old is None:
                 return False
@@ -250,7 +262,7 @@ class MemoryStore:
             return True
 
     def end_session(self, openid: str) -> bool:
-        with self._changed:
+        with self._lock:
             sid = self._get(("s", openid))
             if sid is None:
                 return False
@@ -259,16 +271,16 @@ class MemoryStore:
             return True
 
     def history(self, sid: str) -> list[dict[str, str]]:
-        with self._changed:
+        with self._lock:
             return list(self._get(("h", sid)) or [])
 
     def append_turn(self, sid: str, question: str, answer: str, max_turns: int) -> None:
-        with self._changed:
+        with self._lock:
             turns = [*(self._get(("h", sid)) or []), {"q": question, "a": answer}]
             self._set(("h", sid), turns[-max_turns:], self.session_ttl)
 
     def first_time(self, openid: str, create_time: str) -> bool:
-        with self._changed:
+        with self._lock:
             if self._get(("e", openid, create_time)) is not None:
                 return False
             self._set(("e", openid, create_time), True, self.event_ttl)
