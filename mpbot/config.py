@@ -12,7 +12,6 @@ import json
 import os
 import secrets
 from collections.abc import Mapping
-from types import MappingProxyType
 from typing import Any
 
 from .errors import ConfigError
@@ -56,9 +55,6 @@ class Config:
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("settings are read-only; pass overrides to load_config()")
-
-    def as_dict(self) -> Mapping[str, Any]:
-        return MappingProxyType(self._values)
 
     @property
     def embedded(self) -> bool:

@@ -9,7 +9,8 @@
         └── TooLarge       a body over the limit (413)
 
 ``LLMError.kind`` is one of ``timeout``, ``rate_limited``, ``unavailable``, ``unreachable``,
-``refused``, ``empty``, ``auth``, ``bad_request``; ``settings.TEXTS`` has a sentence for each.
+``refused``, ``empty``, ``auth``, ``bad_request``. The subscriber reads ``TEXTS["error_<kind>"]``
+where settings.py has one (timeout, rate_limited, refused, empty) and ``TEXTS["error"]`` otherwise.
 """
 
 

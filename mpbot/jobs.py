@@ -36,7 +36,7 @@ def run_answer(config, store, llm, msgid: str, sid: str, question: str) -> None:
     if event["state"] == "done":
         store.append_turn(sid, question, event["text"], config.MPBOT_HISTORY_TURNS)
     log.info(
-        "job msgid=%s outcome=%s llm_ms=%d",
+        "job msgid=%s outcome=%s took_ms=%d",
         msgid,
         event["state"],
         (time.monotonic() - started) * 1000,

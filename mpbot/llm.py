@@ -1,7 +1,7 @@
 """The OpenAI-compatible client, and the prompt it is sent.
 
 Every failure of the endpoint leaves here as ``LLMError`` with a ``kind`` that the bot has a
-sentence for (``settings.TEXTS["error_<kind>"]``).
+sentence for (``TEXTS["error_<kind>"]``, or ``TEXTS["error"]``; see errors.py).
 """
 
 import logging

@@ -14,6 +14,7 @@ import pytest
 import redis
 
 from fakes import FakeLLM, WeChat, free_port, serve
+from mpbot.keys import Keys
 from mpbot.web import create_app
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -29,6 +30,7 @@ SHARED = {
     "MPBOT_CONTEXT_CHARS": 200,
     "PUBLIC_URL": "https://bot.example.com",
 }
+SHARED_PREFIX = "mpbot"  # MPBOT_KEY_PREFIX's default: the tests' keys, deleted after each test
 FAST = {"MPBOT_WECHAT_TIMEOUT": 1.0, "MPBOT_DELIVERY_WAIT": 0.8}
 WECHAT_TIMEOUT = FAST["MPBOT_WECHAT_TIMEOUT"]
 
@@ -159,7 +161,7 @@ def make_bot(request, mode, fake_llm, fake_llm_server):
         app.mpbot.close()
     if redis_url:
         client = redis.Redis.from_url(redis_url)
-        for key in client.scan_iter("mpbot:*"):
+        for key in client.scan_iter(Keys(SHARED_PREFIX).pattern()):
             client.delete(key)
 
 

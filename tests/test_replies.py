@@ -93,11 +93,10 @@ def test_dead_llm_endpoint_gives_a_clear_sentence(make_bot, mode):
 # The pieces the replies are built from, on inputs the chat tests do not reach.
 
 
-def test_cut_never_splits_a_character_and_prefers_line_ends():
-    text = "第一行内容\n" + "汉" * 100
-    head = cut(text, 40)
-    assert head == "第一行内容" or len(head.encode()) <= 40
-    assert cut("汉" * 10, 10) == "汉" * 3
+def test_cut_never_splits_a_character_and_prefers_line_then_sentence_ends():
+    assert cut("一二三四五六七八\n九十。" + "汉" * 100, 40) == "一二三四五六七八"
+    assert cut("一二三四五六七。八九" + "汉" * 100, 40) == "一二三四五六七。"
+    assert cut("汉" * 10, 10) == "汉" * 3  # 10 bytes hold three 3-byte characters, not three and a third
     assert cut("abc", 10) == "abc"
 
 

@@ -19,11 +19,6 @@ def vector(name):
         return json.load(f)
 
 
-def sample(name):
-    with open(os.path.join(VECTORS, "messages", name), "rb") as f:
-        return f.read()
-
-
 def test_url_check_echoes_echostr_for_the_official_sample(make_bot):
     doc = vector("official_message_push_doc_sample.json")
     check = doc["url_verification_get"]
