@@ -78,6 +78,11 @@ MPBOT_SESSION_TTL = 300
 MPBOT_ANSWER_TTL = 7 * 24 * 3600
 # How long the answer page's links stay valid.
 MPBOT_LINK_TTL = 7 * 24 * 3600
+# How often a streaming answer is written to the store while it grows: the page and the last
+# delivery see text at most this old.
+MPBOT_STREAM_INTERVAL = 0.3
+# How long the answer page's request for more text waits before it asks again.
+MPBOT_PAGE_POLL = 10.0
 # How long a handled event is remembered, so that WeChat's retries of it run once.
 MPBOT_EVENT_TTL = 600
 
@@ -86,16 +91,22 @@ MPBOT_EVENT_TTL = 600
 # A text reply must stay under 2048 bytes of UTF-8.
 MPBOT_REPLY_MAX_BYTES = 2047
 
+# Questions a subscriber may have waiting behind the one being answered (one model call per
+# subscriber at a time); beyond that the bot asks them to wait.
+MPBOT_MAX_QUEUED = 5
+
 # Commands and their aliases; matched after trimming whitespace, ignoring case.
 COMMANDS = {
     "start": ["/chatgpt", "/start", "开始"],
     "stop": ["/stop", "结束"],
     "clear": ["/clear", "清空"],
+    "next": ["继续", "/next", "/more"],
+    "history": ["/history", "历史"],
     "help": ["/help", "帮助"],
 }
 
-# Everything the bot says. {start}, {stop}, {clear}, {help} are the first name of each command,
-# {url} is a link to the answer page.
+# Everything the bot says. {start}, {stop}, {clear}, {next}, {history}, {help} are the first name
+# of each command, {url} is a link to a page, {part} and {parts} number the parts of a long answer.
 TEXTS = {
     "welcome": "欢迎关注！发送 {start} 开始和 AI 对话，发送 {help} 查看全部命令。",
     "help": (
@@ -103,6 +114,8 @@ TEXTS = {
         "{start} 开始对话\n"
         "{stop} 结束对话并删除记录\n"
         "{clear} 清空对话记录，继续对话\n"
+        "{next} 查看长回答的下一段，或取回还没看到的回答\n"
+        "{history} 查看本次对话的全部问答\n"
         "{help} 显示本帮助\n"
         "对话开始后直接发送问题即可，空闲 5 分钟后对话自动结束。"
     ),
@@ -112,10 +125,26 @@ TEXTS = {
     "not_started": "当前没有进行中的对话。发送 {start} 开始。",
     "cleared": "对话记录已清空，请继续提问。",
     "hint": "发送 {start} 开始和 AI 对话，发送 {help} 查看命令。",
-    "fallback": (
-        '回答还在生成中，请稍候。\n<a href="{url}">点此查看回答</a>\n也可以稍后发送任意消息，在这里取回回答。'
+    # The last delivery, when the answer is not finished: no text yet...
+    "fallback": '回答还在生成中，<a href="{url}">点此查看回答</a>。\n稍后发送「{next}」或任意消息，在这里取回回答。',
+    "fallback_queued": (
+        '上一个问题还在回答中，这个问题排在它后面，<a href="{url}">点此查看回答</a>。\n'
+        "稍后发送「{next}」或任意消息，在这里取回回答。"
     ),
-    "more": '\n\n……（内容较长，<a href="{url}">点此查看完整回答</a>）',
+    # ...or after the text so far.
+    "partial": '\n……\n（还在生成中，<a href="{url}">点此查看完整回答</a>，稍后发送「{next}」接着看）',
+    # A long answer, part by part.
+    "more": '\n\n（{part}/{parts}）发送「{next}」看下一段，或<a href="{url}">点此查看完整回答</a>',
+    "last_part": "\n\n（{part}/{parts} 完）",
+    "answer_end": "（回答完毕，以上就是全部内容）",
+    # Added when a message shows an earlier answer: the message was a new question...
+    "note_queued": "\n\n——你刚发的问题已收到，会接着回答，发送「{next}」查看。",
+    # ...or it came outside a session.
+    "note_hint": "\n\n——发送 {start} 开始新的对话。",
+    "nothing_more": "没有需要继续看的回答了，请直接发送问题。",
+    "too_many": "前面还有几个问题在排队，请等它们回答完再提问。",
+    "gone": "这个回答已过期。请重新发送问题。",
+    "history": '<a href="{url}">点此查看本次对话的全部问答</a>',
     "voice_unrecognised": "没有听清这段语音，请打字发送问题。",
     "unsupported": "暂时只能理解文字和语音消息，请用文字描述你的问题。",
     "store_down": "服务暂时有点忙，请稍后再试。",
@@ -124,9 +153,17 @@ TEXTS = {
     "error_rate_limited": "抱歉，AI 服务繁忙，请稍等一会儿再发送问题。",
     "error_refused": "抱歉，这个问题暂时无法回答，换个问题试试吧。",
     "error_empty": "抱歉，AI 没有给出回答，请换个说法再试。",
+    "error_cancelled": "这个问题在对话结束时取消了，没有回答。",
     # The answer page.
     "page_title": "回答",
-    "page_pending": "回答还在生成中，页面会自动刷新。",
-    "page_invalid": "链接无效或已过期。",
+    "page_question": "问题",
+    "page_queued": "排队中：上一个问题回答完就开始……",
+    "page_generating": "正在生成，内容会自动出现……",
+    "page_done": "回答完毕。",
+    "page_gone": "这个回答已过期或不存在。",
+    "page_offline": "网络不太好，正在重试……",
+    "page_invalid": "链接无效或已过期，无法查看。",
     "page_store_down": "服务暂时不可用，请稍后刷新。",
+    "page_history_title": "对话记录",
+    "page_history_empty": "这次对话还没有问答，或者对话已结束、记录已删除。",
 }

@@ -12,7 +12,6 @@ import time
 import werobot
 
 from .errors import StoreError
-from .formatting import fit, markdown_to_text
 from .sessions import Commands
 from .wechat import text_reply
 
@@ -25,11 +24,11 @@ def user_tag(openid: str) -> str:
 
 
 class Bot:
-    def __init__(self, config, store, window, runner, links) -> None:
+    def __init__(self, config, store, window, reader, links) -> None:
         self.config = config
         self.store = store
         self.window = window
-        self.runner = runner
+        self.reader = reader
         self.links = links
         self.commands = Commands(config)
         self.robot = werobot.WeRoBot(token=config.WECHAT_TOKEN, SESSION_STORAGE=False)
@@ -74,18 +73,16 @@ class Bot:
         openid, msgid = message.source, str(message.message_id)
         command = self.commands.match(text)
 
-        def first() -> str | None:
+        def first() -> dict:
+            if command == "next":
+                return self.reader.plan_read(openid, msgid)
             if command:
-                return self.commands.run(command, self.store, openid)
-            sid = self.store.touch_session(openid)
-            if sid is None:
-                return self.config.text("hint")
-            self.runner.submit(msgid, sid, text.strip())
-            return None
+                reply = self.commands.run(command, self.store, self.reader, self.links, openid)
+                return self.reader.plan_text(openid, msgid, reply)
+            return self.reader.plan_read(openid, msgid, text.strip(), self.store.touch_session(openid))
 
         started = time.monotonic()
-        n, event = self.window.deliver(msgid, first)
-        outcome = event["state"] if event else "silent"
+        n, outcome, reply = self.window.deliver(openid, msgid, first)
         log.info(
             "delivery msgid=%s user=%s n=%d outcome=%s waited_ms=%d",
             msgid,
@@ -94,22 +91,7 @@ class Bot:
             outcome,
             (time.monotonic() - started) * 1000,
         )
-        if event is None:
-            return None
-        return text_reply(message, self.render(msgid, event))
-
-    def render(self, msgid: str, event) -> str:
-        """The text a subscriber sees for an answer event."""
-        limit = self.config.MPBOT_REPLY_MAX_BYTES
-        if event["state"] == "pending":
-            return self.config.text("fallback", url=self.links.url(msgid))
-        if event["state"] == "error":
-            key = f"error_{event.get('kind')}"
-            return self.config.text(key if key in self.config.TEXTS else "error")
-        if event.get("format") == "answer":
-            more = self.config.text("more", url=self.links.url(msgid))
-            return fit(markdown_to_text(event["text"]), limit, more)[0]
-        return fit(event["text"], limit)[0]
+        return None if reply is None else text_reply(message, reply)
 
     # --- events ----------------------------------------------------------------------------
 
@@ -120,5 +102,6 @@ class Bot:
     def on_unsubscribe(self, message):
         if self.store.first_time(message.source, str(message.time)):
             self.store.end_session(message.source)
+            self.reader.drop(message.source)
             log.info("unsubscribe user=%s: session and history dropped", user_tag(message.source))
         return None

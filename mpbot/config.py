@@ -65,6 +65,11 @@ class Config:
         names = {key: aliases[0] for key, aliases in self.COMMANDS.items() if aliases}
         return self.TEXTS[name].format_map({**names, **fields})
 
+    def error_text(self, kind: str) -> str:
+        """What the subscriber reads when an answer failed in the way ``kind`` says."""
+        name = f"error_{kind}"
+        return self.text(name if name in self.TEXTS else "error")
+
 
 def load_config(overrides: Mapping[str, Any] | None = None, module: str = "settings") -> Config:
     settings = importlib.import_module(module)
@@ -108,7 +113,7 @@ def _check(values: dict[str, Any]) -> None:
             "answers after WeChat has gone"
         )
     values["PUBLIC_URL"] = values["PUBLIC_URL"].rstrip("/")
-    fields = {key: "x" for key in values["COMMANDS"]} | {"url": "x"}
+    fields = {key: "x" for key in values["COMMANDS"]} | {"url": "x", "part": 1, "parts": 2}
     for name, text in values["TEXTS"].items():
         try:
             text.format_map(fields)

@@ -91,3 +91,29 @@ def fit(text: str, max_bytes: int, more: str = "") -> tuple[str, bool]:
     if utf8_len(text) <= max_bytes:
         return text, False
     return cut(text, max_bytes - utf8_len(more)) + more, True
+
+
+def cut_clean(text: str, max_bytes: int) -> str:
+    """Like ``cut``, but for text that is still being written: it also drops an unfinished last
+    sentence when the text fits (keeping it only when there is no sentence end at all)."""
+    head = cut(text, max_bytes)
+    ends = [m.end() for boundary in _BOUNDARIES[:3] for m in boundary.finditer(head)]
+    return head[: max(ends)].rstrip() if ends else head
+
+
+def skip_space(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos].isspace():
+        pos += 1
+    return pos
+
+
+def paginate(text: str, start: int, max_bytes: int) -> list[tuple[int, int]]:
+    """``text[start:]`` in parts of at most ``max_bytes``, each cut cleanly, as (start, end)
+    spans. Greedy from the front, so paginating from any part's start gives the same later parts."""
+    spans = []
+    pos = skip_space(text, start)
+    while pos < len(text):
+        head = cut(text[pos:], max_bytes) or text[pos]
+        spans.append((pos, pos + len(head)))
+        pos = skip_space(text, pos + len(head))
+    return spans

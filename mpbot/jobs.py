@@ -19,22 +19,52 @@ from .llm import LLM, build_messages
 log = logging.getLogger(__name__)
 
 
-def run_answer(config, store, llm, msgid: str, sid: str, question: str) -> None:
+class Streamer:
+    """Writes a growing answer to the store: the first text at once, then at most every
+    ``MPBOT_STREAM_INTERVAL`` seconds, as the part that is new since the last write."""
+
+    def __init__(self, store, msgid: str, interval: float) -> None:
+        self.store = store
+        self.msgid = msgid
+        self.interval = interval
+        self.written = ""
+        self.last = 0.0
+
+    def __call__(self, text: str) -> None:
+        now = time.monotonic()
+        if self.written and now - self.last < self.interval:
+            return
+        if text.startswith(self.written):
+            if len(text) > len(self.written):
+                self.store.publish(self.msgid, {"state": "delta", "text": text[len(self.written) :]})
+        else:
+            self.store.publish(self.msgid, {"state": "snapshot", "text": text})
+        self.written, self.last = text, now
+
+
+def run_answer(config, store, llm, reader, msgid: str, sid: str, question: str, openid: str | None) -> None:
+    """Answer one question. Always ends the answer's stream with a final event, so no delivery or
+    page waits for an answer that will never come, then starts the subscriber's next question."""
     started = time.monotonic()
     try:
-        history = store.history(sid)
-        messages = build_messages(config.MPBOT_SYSTEM_PROMPT, history, question, config.MPBOT_CONTEXT_CHARS)
-        text = llm.complete(messages)
-        event = {"state": "done", "format": "answer", "text": text}
-    except LLMError as exc:
-        log.warning("job msgid=%s outcome=llm_error kind=%s detail=%s", msgid, exc.kind, exc.detail)
-        event = {"state": "error", "kind": exc.kind}
-    except Exception as exc:
-        log.exception("job msgid=%s outcome=crash", msgid)
-        event = {"state": "error", "kind": "store" if isinstance(exc, StoreError) else "internal"}
-    store.publish(msgid, event)
-    if event["state"] == "done":
-        store.append_turn(sid, question, event["text"], config.MPBOT_HISTORY_TURNS)
+        try:
+            store.publish(msgid, {"state": "started"})
+            history = store.history(sid)
+            messages = build_messages(config.MPBOT_SYSTEM_PROMPT, history, question, config.MPBOT_CONTEXT_CHARS)
+            text = llm.complete(messages, Streamer(store, msgid, config.MPBOT_STREAM_INTERVAL))
+            event = {"state": "done", "text": text}
+        except LLMError as exc:
+            log.warning("job msgid=%s outcome=llm_error kind=%s detail=%s", msgid, exc.kind, exc.detail)
+            event = {"state": "error", "kind": exc.kind}
+        except Exception as exc:
+            log.exception("job msgid=%s outcome=crash", msgid)
+            event = {"state": "error", "kind": "store" if isinstance(exc, StoreError) else "internal"}
+        store.publish(msgid, event)
+        if event["state"] == "done":
+            store.append_turn(sid, question, event["text"], config.MPBOT_HISTORY_TURNS)
+    finally:
+        if openid is not None:
+            reader.finished(openid, msgid)
     log.info(
         "job msgid=%s outcome=%s took_ms=%d",
         msgid,
@@ -47,20 +77,24 @@ _worker = None
 
 
 def _worker_services():
-    """The worker process's settings, store and client, built on its first job."""
+    """The worker process's settings, store, client and reader, built on its first job."""
     global _worker
     if _worker is None:
         from .config import load_config
+        from .links import Links
+        from .reader import Reader
         from .store import RedisStore
 
         config = load_config()
-        _worker = (config, RedisStore(config), LLM(config))
+        store = RedisStore(config)
+        reader = Reader(config, store, RQRunner(config, store), Links(config))
+        _worker = (config, store, LLM(config), reader)
     return _worker
 
 
-def answer(msgid: str, sid: str, question: str) -> None:
+def answer(msgid: str, sid: str, question: str, openid: str | None = None) -> None:
     """The RQ job."""
-    run_answer(*_worker_services(), msgid, sid, question)
+    run_answer(*_worker_services(), msgid, sid, question, openid)
 
 
 class RQRunner:
@@ -75,13 +109,14 @@ class RQRunner:
             failure_ttl=int(config.MPBOT_ANSWER_TTL),
         )
 
-    def submit(self, msgid: str, sid: str, question: str) -> None:
+    def submit(self, msgid: str, sid: str, question: str, openid: str) -> None:
         try:
             self.queue.enqueue(
                 "mpbot.jobs.answer",
                 msgid,
                 sid,
                 question,
+                openid,
                 job_id=f"answer-{msgid}",
                 # RQ logs the description; the default one would put the question in the logs.
                 description=f"answer MsgId {msgid}",
@@ -104,11 +139,12 @@ class PoolRunner:
     def __init__(self, config, store) -> None:
         self.config = config
         self.store = store
+        self.reader = None  # set by the reader it runs for (they need each other)
         self.llm = LLM(config)
         self.pool = ThreadPoolExecutor(config.MPBOT_EMBEDDED_WORKERS, thread_name_prefix="mpbot-llm")
 
-    def submit(self, msgid: str, sid: str, question: str) -> None:
-        self.pool.submit(run_answer, self.config, self.store, self.llm, msgid, sid, question)
+    def submit(self, msgid: str, sid: str, question: str, openid: str) -> None:
+        self.pool.submit(run_answer, self.config, self.store, self.llm, self.reader, msgid, sid, question, openid)
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)

@@ -4,14 +4,15 @@ All keys live under one prefix (``MPBOT_KEY_PREFIX``, default ``mpbot``) and eve
 with a TTL by the store that uses it. RQ's own keys (``rq:*``) are RQ's; their TTLs are set on
 each job (see ``jobs.py``).
 
-| key                         | type   | holds                                             | TTL                 |
-|-----------------------------|--------|---------------------------------------------------|---------------------|
-| {p}:msg:{msgid}:n           | string | deliveries of one MsgId seen so far (INCR)        | MPBOT_ANSWER_TTL    |
-| {p}:msg:{msgid}:a           | stream | the reply/answer events of one MsgId              | MPBOT_ANSWER_TTL    |
-| {p}:session:{openid}        | string | the id of the subscriber's chat session           | MPBOT_SESSION_TTL   |
-| {p}:history:{sid}           | list   | the session's question/answer turns (JSON)        | MPBOT_SESSION_TTL   |
-| {p}:event:{openid}:{time}   | string | an event already handled (FromUserName+CreateTime)| MPBOT_EVENT_TTL     |
-| {p}:health                  | string | written by /healthz to prove the store writes     | 60 s                |
+| key                         | type   | holds                                                   | TTL               |
+|-----------------------------|--------|---------------------------------------------------------|-------------------|
+| {p}:msg:{msgid}:n           | string | deliveries of one MsgId seen so far (INCR)              | MPBOT_ANSWER_TTL  |
+| {p}:msg:{msgid}:a           | stream | the answer's events: question, text, end (answers.py)   | MPBOT_ANSWER_TTL  |
+| {p}:reader:{openid}         | string | JSON: unread answers, question order, replies per MsgId | MPBOT_ANSWER_TTL  |
+| {p}:session:{openid}        | string | the id of the subscriber's chat session                 | MPBOT_SESSION_TTL |
+| {p}:history:{sid}           | list   | the session's question/answer turns (JSON)              | MPBOT_SESSION_TTL |
+| {p}:event:{openid}:{time}   | string | an event already handled (FromUserName+CreateTime)      | MPBOT_EVENT_TTL   |
+| {p}:health                  | string | written by /healthz to prove the store writes           | 60 s              |
 """
 
 
@@ -26,6 +27,9 @@ class Keys:
 
     def answer(self, msgid: str) -> str:
         return f"{self.prefix}:msg:{msgid}:a"
+
+    def reader(self, openid: str) -> str:
+        return f"{self.prefix}:reader:{openid}"
 
     def session(self, openid: str) -> str:
         return f"{self.prefix}:session:{openid}"

@@ -5,10 +5,11 @@ sentence for (``TEXTS["error_<kind>"]``, or ``TEXTS["error"]``; see errors.py).
 """
 
 import logging
+import time
 
 import openai
 
-from .errors import LLMError
+from .errors import LLMError, StoreError
 from .formatting import strip_think
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ class LLM:
     def __init__(self, config) -> None:
         self.model = config.MPBOT_MODEL
         self.max_tokens = config.MPBOT_MAX_TOKENS or None
+        self.timeout = config.MPBOT_LLM_TIMEOUT
         self.client = openai.OpenAI(
             # Local endpoints (Ollama, vLLM) take any key; the client insists on one.
             api_key=config.OPENAI_API_KEY or "unset",
@@ -41,11 +43,33 @@ class LLM:
             max_retries=1,
         )
 
-    def complete(self, messages: list[dict[str, str]]) -> str:
+    def complete(self, messages: list[dict[str, str]], on_text=None) -> str:
+        """The answer, streamed: ``on_text`` gets the visible text so far (think blocks removed)
+        as it grows. The call as a whole is bounded by ``MPBOT_LLM_TIMEOUT``, not only each read."""
+        deadline = time.monotonic() + self.timeout
+        raw, finish_reason, refusal = "", None, ""
         try:
-            response = self.client.chat.completions.create(
-                model=self.model, messages=messages, max_tokens=self.max_tokens
+            stream = self.client.chat.completions.create(
+                model=self.model, messages=messages, max_tokens=self.max_tokens, stream=True
             )
+            with stream:
+                for chunk in stream:
+                    if time.monotonic() > deadline:
+                        raise LLMError("timeout", f"still streaming after {self.timeout:g} s")
+                    if not chunk.choices:
+                        continue
+                    choice = chunk.choices[0]
+                    finish_reason = choice.finish_reason or finish_reason
+                    delta = choice.delta
+                    if delta is None:
+                        continue
+                    refusal += getattr(delta, "refusal", None) or ""
+                    if delta.content:
+                        raw += delta.content
+                        if on_text is not None:
+                            on_text(strip_think(raw))
+        except (LLMError, StoreError):  # ours: the deadline, or on_text could not store the text
+            raise
         except openai.APITimeoutError as exc:
             raise LLMError("timeout", str(exc)) from exc
         except openai.APIConnectionError as exc:
@@ -59,14 +83,13 @@ class LLM:
             raise LLMError(kind, f"HTTP {exc.status_code}: {exc.message}") from exc
         except openai.OpenAIError as exc:
             raise LLMError("unavailable", f"{exc.__class__.__name__}: {exc}") from exc
-        if not response.choices:
-            raise LLMError("empty", "no choices in the response")
-        choice = response.choices[0]
-        if choice.finish_reason == "content_filter" or getattr(choice.message, "refusal", None):
-            raise LLMError("refused", choice.message.refusal or "content_filter")
-        text = strip_think(choice.message.content or "")
+        except Exception as exc:  # the stream broke off after it began (the HTTP library's own errors)
+            raise LLMError("unavailable", f"stream broken: {exc.__class__.__name__}: {exc}") from exc
+        if finish_reason == "content_filter" or refusal:
+            raise LLMError("refused", refusal or "content_filter")
+        text = strip_think(raw)
         if not text:
-            raise LLMError("empty", f"finish_reason={choice.finish_reason}")
+            raise LLMError("empty", f"finish_reason={finish_reason}")
         return text
 
     def close(self) -> None:

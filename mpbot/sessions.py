@@ -14,12 +14,18 @@ class Commands:
     def match(self, text: str) -> str | None:
         return self.names.get(text.strip().lower())
 
-    def run(self, name: str, store, openid: str) -> str:
+    def run(self, name: str, store, reader, links, openid: str) -> str:
+        """Run a command (all but ``next``, which reads answers: see ``Reader``); its reply."""
         text = self.config.text
         if name == "start":
             return text("started") if store.start_session(openid) else text("already_started")
         if name == "stop":
+            # Questions still waiting their turn are cancelled with the session.
+            reader.drop(openid)
             return text("stopped") if store.end_session(openid) else text("not_started")
         if name == "clear":
             return text("cleared") if store.clear_history(openid) else text("not_started")
+        if name == "history":
+            sid = store.touch_session(openid)
+            return text("not_started") if sid is None else text("history", url=links.history_url(sid))
         return text("help")

@@ -3,26 +3,28 @@
 Two stores with one interface: ``RedisStore`` (many processes and hosts) and ``MemoryStore``
 (embedded mode, one process). Every key is named in ``keys.py`` and written with a TTL.
 
-An answer is a small stream of events per MsgId; the one that ends it is a dict with
-``state`` ``done`` (``text``, ``format``: ``answer`` for model output, ``reply`` for the bot's own
-text) or ``error`` (``kind``). Waiters read the stream without consuming it, so any number of
-deliveries, on any process, see the same answer.
+An answer is a small stream of events per MsgId (see ``answers.py``). Readers read the stream
+without consuming it, from a cursor, so any number of deliveries and pages, on any process, see
+the same answer grow. Each subscriber also has one small JSON document (see ``reader.py``),
+changed only through ``update_reader``, atomically.
 """
 
 import json
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from .answers import FINAL, Answer, fold
 from .errors import StoreError
 from .keys import Keys
 
-FINAL = ("done", "error")
+START = "0-0"  # the cursor before the first event
 
 
 def _new_sid() -> str:
@@ -105,27 +107,45 @@ class RedisStore:
         pipe.expire(key, self.answer_ttl)
         self._call(pipe.execute)
 
-    def wait(self, msgid: str, timeout: float) -> dict[str, Any] | None:
-        """The final event of ``msgid``: at once if it exists, else as soon as it is published
-        (a blocking XREAD, no polling), or None after ``timeout`` seconds."""
+    def read(self, msgid: str, after: str = START, timeout: float = 0) -> tuple[list[dict[str, Any]], str]:
+        """The events of ``msgid`` after the cursor ``after``, and the cursor past them. With a
+        ``timeout``, blocks (XREAD BLOCK, no polling) until at least one exists or time is up."""
         key = self.keys.answer(msgid)
-        deadline = time.monotonic() + timeout
-        last = "0-0"
-        while True:
-            remaining = deadline - time.monotonic()
-            block = int(remaining * 1000)
-            if block < 1:
-                # Still look once: the answer may already be there.
-                block = None
-            reply = self._call(self.redis.xread, {key: last}, count=100, block=block)
-            for _stream, entries in reply or ():
-                for entry_id, fields in entries:
-                    last = entry_id
-                    event = json.loads(fields["e"])
-                    if event.get("state") in FINAL:
-                        return event
-            if block is None or time.monotonic() >= deadline:
-                return None
+        if timeout > 0:
+            reply = self._call(self.redis.xread, {key: after}, block=max(int(timeout * 1000), 1))
+            entries = reply[0][1] if reply else []
+        else:
+            entries = self._call(self.redis.xrange, key, "-" if after == START else f"({after}", "+")
+        if entries:
+            after = entries[-1][0]
+        return [json.loads(fields["e"]) for _id, fields in entries], after
+
+    def wait(self, msgid: str, timeout: float) -> dict[str, Any] | None:
+        """The final event of ``msgid``: at once if it exists, else as soon as it is published,
+        or None after ``timeout`` seconds."""
+        return _wait_final(self, msgid, timeout)
+
+    def answer(self, msgid: str) -> Answer:
+        return fold(self.read(msgid)[0])
+
+    def reader(self, openid: str) -> dict[str, Any] | None:
+        raw = self._call(self.redis.get, self.keys.reader(openid))
+        return json.loads(raw) if raw else None
+
+    def update_reader(self, openid: str, change: Callable[[dict[str, Any]], Any]) -> Any:
+        """Run ``change`` on the subscriber's document and save it, atomically (WATCH/MULTI: on a
+        concurrent write it runs again on the new document, so it must not have side effects)."""
+        key = self.keys.reader(openid)
+
+        def transaction(pipe):
+            raw = pipe.get(key)
+            state = json.loads(raw) if raw else {}
+            result = change(state)
+            pipe.multi()
+            pipe.set(key, json.dumps(state, ensure_ascii=False), ex=self.answer_ttl)
+            return result
+
+        return self._call(self.redis.transaction, transaction, key, value_from_callable=True)
 
     def touch_session(self, openid: str) -> str | None:
         return self._call(self._touch, keys=[self.keys.session(openid)], args=[self.session_ttl, self._history_prefix])
@@ -214,19 +234,18 @@ class MemoryStore:
             if msgid in self._waiting:
                 self._waiting[msgid][0].notify_all()
 
-    def wait(self, msgid: str, timeout: float) -> dict[str, Any] | None:
+    def read(self, msgid: str, after: str = START, timeout: float = 0) -> tuple[list[dict[str, Any]], str]:
+        start = 0 if after == START else int(after)
         deadline = time.monotonic() + timeout
         with self._lock:
             condition, count = self._waiting.get(msgid) or (threading.Condition(self._lock), 0)
             self._waiting[msgid] = (condition, count + 1)
             try:
                 while True:
-                    for event in self._get(("a", msgid)) or ():
-                        if event.get("state") in FINAL:
-                            return event
+                    events = (self._get(("a", msgid)) or [])[start:]
                     remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        return None
+                    if events or remaining <= 0:
+                        return list(events), str(start + len(events))
                     condition.wait(remaining)
             finally:
                 condition, count = self._waiting[msgid]
@@ -234,6 +253,26 @@ class MemoryStore:
                     del self._waiting[msgid]
                 else:
                     self._waiting[msgid] = (condition, count - 1)
+
+    def wait(self, msgid: str, timeout: float) -> dict[str, Any] | None:
+        return _wait_final(self, msgid, timeout)
+
+    def answer(self, msgid: str) -> Answer:
+        return fold(self.read(msgid)[0])
+
+    def reader(self, openid: str) -> dict[str, Any] | None:
+        with self._lock:
+            state = self._get(("r", openid))
+            return json.loads(state) if state else None
+
+    def update_reader(self, openid: str, change: Callable[[dict[str, Any]], Any]) -> Any:
+        with self._lock:
+            raw = self._get(("r", openid))
+            state = json.loads(raw) if raw else {}
+            result = change(state)
+            # Stored as JSON, as in Redis, so no caller can keep a reference into it.
+            self._set(("r", openid), json.dumps(state), self.answer_ttl)
+            return result
 
     def touch_session(self, openid: str) -> str | None:
         with self._lock:
@@ -288,6 +327,18 @@ class MemoryStore:
 
     def close(self) -> None:
         pass
+
+
+def _wait_final(store, msgid: str, timeout: float) -> dict[str, Any] | None:
+    deadline = time.monotonic() + timeout
+    cursor = START
+    while True:
+        events, cursor = store.read(msgid, cursor, deadline - time.monotonic())
+        for event in events:
+            if event.get("state") in FINAL:
+                return event
+        if time.monotonic() >= deadline:
+            return None
 
 
 def make_store(config):

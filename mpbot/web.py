@@ -1,22 +1,29 @@
-"""The WSGI app: ``/wechat`` (the webhook), ``/answer/<token>`` (the answer page), ``/healthz``.
+"""The WSGI app: ``/wechat`` (the webhook), ``/answer/<token>`` (the answer page, and
+``/answer/<token>/poll`` for its live updates), ``/history/<token>`` (a session's questions and
+answers), ``/healthz``.
 
 ``create_app(overrides)`` builds everything from the settings; tests pass overrides instead of
 touching globals. Nothing here answers a 5xx to WeChat: bad requests get a 4xx and a log line,
 everything else a reply the subscriber can read.
 """
 
+import json
 import logging
 import os
 
 from bottle import Bottle, HTTPResponse, request
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from .answers import fold
 from .bot import Bot
 from .config import load_config
 from .errors import BadRequest, Forbidden, StoreError, TooLarge
 from .jobs import make_runner
 from .links import Links
-from .store import make_store
+from .pages import headers as page_headers
+from .pages import markdown_html, nonce, view
+from .reader import Reader
+from .store import START, make_store
 from .wechat import MAX_BODY, Crypto, parse_request, render, signature_ok
 from .window import Window
 
@@ -34,7 +41,10 @@ class Services:
         self.store = make_store(config)
         self.runner = make_runner(config, self.store)
         self.links = Links(config)
-        self.bot = Bot(config, self.store, Window(config, self.store), self.runner, self.links)
+        self.reader = Reader(config, self.store, self.runner, self.links)
+        self.runner.reader = self.reader  # embedded mode's pool starts the next question itself
+        window = Window(config, self.store, self.reader)
+        self.bot = Bot(config, self.store, window, self.reader, self.links)
         keys = [config.WECHAT_ENCODING_AES_KEY, config.WECHAT_PREVIOUS_ENCODING_AES_KEY]
         self.crypto = Crypto(config.WECHAT_TOKEN, config.WECHAT_APPID, keys) if any(keys) else None
         self.templates = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(default=True))
@@ -52,6 +62,12 @@ def _read_body(limit: int) -> bytes:
     if len(body) > limit:
         raise TooLarge(f"body is over {limit} bytes")
     return body
+
+
+def _cursor_ok(cursor: str) -> bool:
+    """A cursor as the stores make them: a Redis stream id or an event count."""
+    left, _, right = cursor.partition("-")
+    return len(cursor) < 48 and left.isdigit() and (right.isdigit() or not right and "-" not in cursor)
 
 
 def create_app(overrides=None) -> Bottle:
@@ -97,28 +113,61 @@ def create_app(overrides=None) -> Bottle:
             return HTTPResponse(status=503, body=f"unhealthy: {exc}\n", headers={"Content-Type": "text/plain"})
         return HTTPResponse(body=f"ok: {detail}\n", headers={"Content-Type": "text/plain"})
 
+    def page(template: str, status: int = 200, script_nonce: str = "", **context) -> HTTPResponse:
+        body = services.templates.get_template(template).render(texts=config.TEXTS, nonce=script_nonce, **context)
+        return HTTPResponse(status=status, body=body, headers=page_headers(script_nonce))
+
     @app.get("/answer/<token>")
     def answer(token):
-        page = services.templates.get_template("answer.html")
-        headers = {
-            "Content-Type": "text/html; charset=utf-8",
-            "Cache-Control": "no-store",
-            # The token in the URL is the key to the answer: never send it on as a Referer.
-            "Referrer-Policy": "no-referrer",
-            "X-Content-Type-Options": "nosniff",
-            "X-Frame-Options": "DENY",
-        }
         msgid = services.links.verify(token)
         if msgid is None:
-            return HTTPResponse(status=404, body=page.render(state="invalid", texts=config.TEXTS), headers=headers)
+            return page("answer.html", 404, view=None, message=config.text("page_invalid"))
         try:
-            event = services.store.wait(msgid, 0)
+            events, cursor = services.store.read(msgid)
         except StoreError as exc:
             log.error("answer page: store unreachable: %s", exc)
-            return HTTPResponse(status=503, body=page.render(state="store_down", texts=config.TEXTS), headers=headers)
-        state = event["state"] if event else "pending"
-        error = services.bot.render(msgid, event) if state == "error" else ""
-        body = page.render(state=state, event=event, error=error, texts=config.TEXTS)
-        return HTTPResponse(body=body, headers=headers)
+            return page("answer.html", 503, view=None, message=config.text("page_store_down"))
+        answer = fold(events)
+        return page(
+            "answer.html",
+            script_nonce=nonce(),
+            view=view(config, answer, cursor),
+            question=answer.question,
+            poll_url=f"{request.script_name.rstrip('/')}/answer/{token}/poll",
+        )
+
+    @app.get("/answer/<token>/poll")
+    def poll(token):
+        """What is new since ``after``: waits up to ``MPBOT_PAGE_POLL`` seconds for it (a
+        blocking read, no busy loop), then the whole answer so far as HTML."""
+        json_headers = {"Content-Type": "application/json", "Cache-Control": "no-store"}
+        msgid = services.links.verify(token)
+        if msgid is None:
+            return HTTPResponse(status=404, body='{"error": "invalid link"}', headers=json_headers)
+        after = request.query.get("after") or START
+        try:
+            if not _cursor_ok(after):
+                raise BadRequest(f"bad cursor {after!r}")
+            news, _ = services.store.read(msgid, after, config.MPBOT_PAGE_POLL)
+            events, cursor = services.store.read(msgid)
+        except BadRequest as exc:
+            return refuse(exc)
+        except StoreError as exc:
+            log.error("answer page: store unreachable: %s", exc)
+            return HTTPResponse(status=503, body='{"error": "store unavailable"}', headers=json_headers)
+        body = json.dumps(view(config, fold(events), cursor), ensure_ascii=False)
+        return HTTPResponse(body=body, headers=json_headers)
+
+    @app.get("/history/<token>")
+    def history(token):
+        sid = services.links.verify(token, "history")
+        if sid is None:
+            return page("history.html", 404, turns=None, message=config.text("page_invalid"))
+        try:
+            turns = services.store.history(sid)
+        except StoreError as exc:
+            log.error("history page: store unreachable: %s", exc)
+            return page("history.html", 503, turns=None, message=config.text("page_store_down"))
+        return page("history.html", turns=[{"q": t["q"], "html": markdown_html(t["a"])} for t in turns])
 
     return app

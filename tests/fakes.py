@@ -30,10 +30,17 @@ def free_port() -> int:
 
 @dataclass
 class Rule:
-    latency: float = 0.0
+    latency: float = 0.0  # before the first byte
     status: int = 200
     content: str | None = None  # None: "答：<question>"
     finish_reason: str = "stop"
+    pieces: int = 1  # a streamed answer comes in this many pieces...
+    piece_delay: float = 0.0  # ...this far apart
+    break_after: int | None = None  # the connection drops after this many pieces
+
+    def split(self, content: str) -> list[str]:
+        size = -(-len(content) // self.pieces) if content else 1
+        return [content[i : i + size] for i in range(0, len(content), size)] or [""]
 
 
 @dataclass
@@ -44,13 +51,20 @@ class FakeLLM:
     rules: dict[str, Rule] = field(default_factory=dict)
     default: Rule = field(default_factory=Rule)
     calls: list[dict] = field(default_factory=list)
+    # (question, started, ended) per call, in time.monotonic() seconds; ended is None until then.
+    timeline: list[list] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def reset(self) -> None:
         with self.lock:
             self.rules.clear()
             self.calls.clear()
+            self.timeline.clear()
             self.default = Rule()
+
+    def span(self, question: str) -> tuple[float, float | None]:
+        with self.lock:
+            return next(tuple(entry[1:]) for entry in self.timeline if entry[0] == question)
 
     def calls_for(self, question: str) -> int:
         with self.lock:
@@ -60,6 +74,8 @@ class FakeLLM:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
             def log_message(self, *args):
                 pass
 
@@ -69,12 +85,23 @@ class FakeLLM:
                 with fake.lock:
                     fake.calls.append(body)
                     rule = fake.rules.get(question, fake.default)
+                    entry = [question, time.monotonic(), None]
+                    fake.timeline.append(entry)
+                try:
+                    self._answer(body, rule, question)
+                finally:
+                    entry[2] = time.monotonic()
+
+            def _answer(self, body, rule, question):
                 time.sleep(rule.latency)
                 if rule.status != 200:
                     payload = {"error": {"message": f"fake failure {rule.status}", "type": "server_error"}}
                     self._send(rule.status, payload)
                     return
                 content = f"答：{question}" if rule.content is None else rule.content
+                if body.get("stream"):
+                    self._stream(body, rule, content)
+                    return
                 self._send(
                     200,
                     {
@@ -93,16 +120,57 @@ class FakeLLM:
                     },
                 )
 
+            def _stream(self, body, rule, content):
+                """Server-sent events as OpenAI streams them: role, content pieces, finish, [DONE]."""
+
+                def chunk(delta, finish=None):
+                    payload = {
+                        "id": "chatcmpl-fake",
+                        "object": "chat.completion.chunk",
+                        "created": int(time.time()),
+                        "model": body["model"],
+                        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                    }
+                    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n".encode()
+
+                def write(data):  # chunked, so that a connection cut short is an error, not an end
+                    self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                    self.wfile.flush()
+
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    write(chunk({"role": "assistant", "content": ""}))
+                    for number, piece in enumerate(rule.split(content)):
+                        if number:
+                            time.sleep(rule.piece_delay)
+                        if rule.break_after is not None and number >= rule.break_after:
+                            self.connection.shutdown(socket.SHUT_RDWR)
+                            return
+                        write(chunk({"content": piece}))
+                    write(chunk({}, rule.finish_reason))
+                    write(b"data: [DONE]\n\n")
+                    self.wfile.write(b"0\r\n\r\n")
+                    self.wfile.flush()
+                except OSError:
+                    pass  # the client gave up (a timeout test)
+                self.close_connection = True
+
             def _send(self, status, payload):
                 data = json.dumps(payload).encode()
                 try:
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(data)))
+                    self.send_header("Connection", "close")
                     self.end_headers()
                     self.wfile.write(data)
                 except OSError:
                     pass  # the client gave up (a timeout test)
+                self.close_connection = True
 
         server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         server.daemon_threads = True

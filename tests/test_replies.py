@@ -13,17 +13,6 @@ def in_session(bot):
     return bot
 
 
-def test_long_answer_is_cut_under_2048_bytes_at_a_sentence_and_links_to_the_whole(bot, fake_llm):
-    in_session(bot)
-    sentence = "这是一个很长的回答中的一句话，用来测试截断。"
-    fake_llm.rules["长回答"] = Rule(content=sentence * 200)
-    text = bot.say("长回答")
-    assert len(text.encode("utf-8")) <= 2047
-    head, _, tail = text.partition("……")
-    assert head.rstrip().endswith("截断。")
-    assert '<a href="https://bot.example.com/answer/' in tail
-
-
 def test_answer_containing_cdata_end_survives_the_xml(bot, fake_llm):
     in_session(bot)
     tricky = "数组切片 a[b[0]]> 0，还有 ]]> 和 <![CDATA[ 以及 & < >"

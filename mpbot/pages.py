@@ -1,0 +1,78 @@
+"""The answer page and the history page: Markdown made safe HTML, and what each page shows.
+
+Markdown goes through markdown-it-py with raw HTML turned off, so ``<script>`` or ``<img
+onerror>`` in an answer is shown as text, and its link check refuses ``javascript:`` and
+``data:`` URLs. Images become links (an answer must not make the reader's phone fetch from
+anywhere), and every link opens without a Referer. The pages also carry a Content-Security-Policy
+that lets only their own nonce'd script run.
+"""
+
+import html
+import secrets
+
+from markdown_it import MarkdownIt
+
+from .answers import Answer
+
+
+def _markdown() -> MarkdownIt:
+    md = MarkdownIt("js-default")  # CommonMark + tables + strikethrough, raw HTML off
+
+    def link_open(renderer, tokens, idx, options, env):
+        tokens[idx].attrSet("rel", "nofollow noopener noreferrer")
+        return renderer.renderToken(tokens, idx, options, env)
+
+    def image(renderer, tokens, idx, options, env):
+        token = tokens[idx]
+        alt = html.escape(token.content or token.attrGet("src") or "")
+        src = html.escape(token.attrGet("src") or "", quote=True)
+        return f'<a href="{src}" rel="nofollow noopener noreferrer">[{alt}]</a>'
+
+    md.add_render_rule("link_open", link_open)
+    md.add_render_rule("image", image)
+    return md
+
+
+_MD = _markdown()
+
+
+def markdown_html(text: str) -> str:
+    """Markdown (from the model) as HTML that is safe to put in the page."""
+    return _MD.render(text)
+
+
+def status_text(config, answer: Answer) -> str:
+    if answer.failed:
+        return config.error_text(answer.final["kind"])
+    return config.text(f"page_{answer.state}")
+
+
+def view(config, answer: Answer, cursor: str) -> dict:
+    """What the page shows of an answer, for the template and for the page's live updates."""
+    return {
+        "state": answer.state,
+        "html": markdown_html(answer.text) if answer.text else "",
+        "status": status_text(config, answer),
+        "cursor": cursor,
+        "live": answer.state in ("queued", "generating"),
+    }
+
+
+def nonce() -> str:
+    return secrets.token_urlsafe(16)
+
+
+def headers(script_nonce: str = "") -> dict[str, str]:
+    script = f"'nonce-{script_nonce}'" if script_nonce else "'none'"
+    return {
+        "Content-Type": "text/html; charset=utf-8",
+        "Cache-Control": "no-store",
+        # The token in the URL is the key to the page: never send it on as a Referer.
+        "Referrer-Policy": "no-referrer",
+        "X-Content-Type-Options": "nosniff",
+        "X-Frame-Options": "DENY",
+        "Content-Security-Policy": (
+            f"default-src 'none'; script-src {script}; style-src 'unsafe-inline'; connect-src 'self'; "
+            "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+        ),
+    }
