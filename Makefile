@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 PIP := $(BIN)/python -m pip install --disable-pip-version-check -q
 
-.PHONY: run test lint format redis-server clean
+.PHONY: run test lint format redis-server chromium clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,7 @@ $(VENV)/.test-deps: requirements.txt tests/requirements.txt | $(BIN)/python
 run: $(VENV)/.run-deps
 	$(BIN)/python -m mpbot serve
 
-test: $(VENV)/.test-deps redis-server lint
+test: $(VENV)/.test-deps redis-server chromium lint
 	cd tests && ../$(BIN)/python -m pytest
 
 lint: $(VENV)/.test-deps
@@ -37,6 +37,12 @@ redis-server:
 	@command -v redis-server >/dev/null || { \
 		echo "redis-server is missing: installing it with apt-get"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server; }
+
+# The answer page's browser test drives Debian's headless Chromium through its chromedriver.
+chromium:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+		echo "chromium or chromedriver is missing: installing them with apt-get"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver; }
 
 clean:
 	rm -rf $(VENV) .pytest_cache tests/.pytest_cache .ruff_cache

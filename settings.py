@@ -154,6 +154,8 @@ TEXTS = {
     "error_refused": "抱歉，这个问题暂时无法回答，换个问题试试吧。",
     "error_empty": "抱歉，AI 没有给出回答，请换个说法再试。",
     "error_cancelled": "这个问题在对话结束时取消了，没有回答。",
+    # Added to an answer the model stopped at its token limit (MPBOT_MAX_TOKENS or its own).
+    "cut_by_length": "\n\n（回答太长，到这里被截断了。发送「接着写」可以让 AI 接着回答。）",
     # The answer page.
     "page_title": "回答",
     "page_question": "问题",

@@ -35,6 +35,7 @@ class LLM:
         self.model = config.MPBOT_MODEL
         self.max_tokens = config.MPBOT_MAX_TOKENS or None
         self.timeout = config.MPBOT_LLM_TIMEOUT
+        self.length_note = config.text("cut_by_length")
         self.client = openai.OpenAI(
             # Local endpoints (Ollama, vLLM) take any key; the client insists on one.
             api_key=config.OPENAI_API_KEY or "unset",
@@ -90,6 +91,8 @@ class LLM:
         text = strip_think(raw)
         if not text:
             raise LLMError("empty", f"finish_reason={finish_reason}")
+        if finish_reason == "length":  # cut by the token limit: say so rather than end mid-thought
+            text += self.length_note
         return text
 
     def close(self) -> None:

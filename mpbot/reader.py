@@ -54,7 +54,8 @@ class Reader:
         # A running entry older than this lost its job (a worker killed mid-call): do not let it
         # hold the subscriber's next questions back.
         self.stale_after = 2 * config.MPBOT_LLM_TIMEOUT + 60
-        self.memo_ttl = config.MPBOT_EVENT_TTL
+        # Replies decided per MsgId are needed only while its deliveries last.
+        self.memo_ttl = self.window_span + 60
 
     # --- helpers over the document ---------------------------------------------------------
 

@@ -128,6 +128,8 @@ def create_app(overrides=None) -> Bottle:
             log.error("answer page: store unreachable: %s", exc)
             return page("answer.html", 503, view=None, message=config.text("page_store_down"))
         answer = fold(events)
+        if answer.state == "gone":  # never asked, or kept past MPBOT_ANSWER_TTL
+            return page("answer.html", 404, view=None, message=config.text("page_gone"))
         return page(
             "answer.html",
             script_nonce=nonce(),

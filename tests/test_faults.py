@@ -9,7 +9,6 @@ import requests
 
 from conftest import FAST, SHARED
 from fakes import WeChat, free_port, serve, text_xml
-from mpbot.links import Links
 from mpbot.web import create_app
 
 
@@ -70,29 +69,3 @@ def test_redis_down_gives_an_apology_and_a_503_health_then_recovers(own_redis, f
         server.shutdown()
         server.server_close()
         app.mpbot.close()
-
-
-def test_tampered_or_expired_answer_links_get_a_404_that_says_so(bot):
-    links = Links(bot.app.mpbot.config)
-    good = links.token("123")
-    payload, mac = good.split(".")
-    for token in (payload + "." + mac[:-2] + "AA", "garbage", "a.b.c", links.token("123", now=time.time() - 10**8)):
-        page = requests.get(f"{bot.url}/answer/{token}", timeout=5)
-        assert page.status_code == 404
-        assert "链接无效或已过期" in page.text
-    page = requests.get(f"{bot.url}/answer/{good}", timeout=5)
-    assert page.status_code == 200
-    assert page.headers["Referrer-Policy"] == "no-referrer"  # the token never leaves as a Referer
-    assert "no-store" in page.headers["Cache-Control"]
-
-
-def test_answer_page_escapes_what_the_model_wrote(bot, fake_llm):
-    from fakes import Rule
-
-    bot.say("/chatgpt")
-    fake_llm.rules["xss"] = Rule(content="<script>alert(1)</script><img src=x onerror=alert(2)>")
-    msgid = bot.new_msgid()
-    bot.deliver(text_xml("xss", msgid))
-    page = requests.get(bot.app.mpbot.links.url(str(msgid)).replace("https://bot.example.com", bot.url), timeout=5)
-    assert "<script>" not in page.text and "&lt;script&gt;" in page.text
-    assert "<img" not in page.text

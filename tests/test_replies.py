@@ -5,7 +5,7 @@ import time
 import pytest
 
 from fakes import Rule
-from mpbot.formatting import cut, fit, markdown_to_text, strip_think
+from mpbot.formatting import cut, cut_clean, fit, markdown_to_text, paginate, strip_think, utf8_len
 
 
 def in_session(bot):
@@ -32,6 +32,12 @@ def test_reasoning_blocks_are_removed(bot, fake_llm):
     in_session(bot)
     fake_llm.rules["think"] = Rule(content="<think>\n用户想知道……让我想想\n</think>\n\n答案是 4。")
     assert bot.say("think") == "答案是 4。"
+
+
+def test_an_answer_cut_by_the_token_limit_says_so(bot, fake_llm):
+    in_session(bot)
+    fake_llm.rules["写长文"] = Rule(content="开头。中间", finish_reason="length")
+    assert bot.say("写长文").startswith("开头。中间\n\n（回答太长，到这里被截断了。")
 
 
 def test_reasoning_is_not_kept_in_the_history(bot, fake_llm):
@@ -101,3 +107,19 @@ def test_unclosed_think_at_the_start_hides_everything():
 
 def test_tables_and_quotes_are_flattened():
     assert markdown_to_text("| a | b |\n|---|---|\n| 1 | 2 |\n\n> 引用") == "a | b\n1 | 2\n\n引用"
+
+
+def test_parts_are_the_same_whichever_part_reading_starts_from():
+    text = "\n\n".join(f"第{i}段。" + "内容，" * (i * 7) + "完。" for i in range(1, 30))
+    spans = paginate(text, 0, 500)
+    assert len(spans) > 5 and all(utf8_len(text[start:end]) <= 500 for start, end in spans)
+    for k, (start, _end) in enumerate(spans):
+        assert paginate(text, start, 500) == spans[k:]
+    # Nothing lost or repeated between parts (they meet at whitespace, which the cut drops).
+    assert "".join("".join(text[start:end].split()) for start, end in spans) == "".join(text.split())
+
+
+def test_text_still_being_written_is_cut_at_its_last_sentence_end():
+    assert cut_clean("第一句。第二句。第三", 100) == "第一句。第二句。"
+    assert cut_clean("段一。\n\n段二第一句。段二", 100) == "段一。\n\n段二第一句。"
+    assert cut_clean("没有句号的开头", 100) == "没有句号的开头"
