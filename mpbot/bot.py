@@ -64,18 +64,22 @@ class Bot:
     def on_voice(self, message):
         if message.recognition and message.recognition.strip():
             return self.converse(message, message.recognition)
-        return text_reply(message, self.config.text("voice_unrecognised"))
+        return self.converse(message, "", otherwise=self.config.text("voice_unrecognised"))
 
     def on_unsupported(self, message):
-        return text_reply(message, self.config.text("unsupported"))
+        return self.converse(message, "", otherwise=self.config.text("unsupported"))
 
-    def converse(self, message, text: str):
+    def converse(self, message, text: str, otherwise: str = ""):
+        """Answer a message: ``text`` is a command or a question; with ``otherwise`` set it is
+        neither, and gets that reply unless an answer is waiting to be read (any message fetches)."""
         openid, msgid = message.source, str(message.message_id)
-        command = self.commands.match(text)
+        command = None if otherwise else self.commands.match(text)
 
         def first() -> dict:
+            if otherwise:
+                return self.reader.plan_read(openid, msgid, otherwise=otherwise)
             if command == "next":
-                return self.reader.plan_read(openid, msgid)
+                return self.reader.plan_read(openid, msgid, otherwise=self.config.text("nothing_more"))
             if command:
                 reply = self.commands.run(command, self.store, self.reader, self.links, openid)
                 return self.reader.plan_text(openid, msgid, reply)

@@ -112,6 +112,11 @@ def _check(values: dict[str, Any]) -> None:
             f"MPBOT_WECHAT_TIMEOUT={values['MPBOT_WECHAT_TIMEOUT']!r}, or the last delivery "
             "answers after WeChat has gone"
         )
+    if values["MPBOT_ANSWER_TTL"] < values["MPBOT_LINK_TTL"]:
+        raise ConfigError(
+            f"MPBOT_ANSWER_TTL={values['MPBOT_ANSWER_TTL']!r} is shorter than MPBOT_LINK_TTL="
+            f"{values['MPBOT_LINK_TTL']!r}: links would outlive the answers they show"
+        )
     values["PUBLIC_URL"] = values["PUBLIC_URL"].rstrip("/")
     fields = {key: "x" for key in values["COMMANDS"]} | {"url": "x", "part": 1, "parts": 2}
     for name, text in values["TEXTS"].items():

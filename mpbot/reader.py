@@ -84,11 +84,13 @@ class Reader:
             openid, lambda state: self._replies(state, now).setdefault(msgid, {"text": text, "t": now})
         )
 
-    def plan_read(self, openid: str, msgid: str, question: str | None = None, sid: str | None = None) -> dict:
+    def plan_read(
+        self, openid: str, msgid: str, question: str | None = None, sid: str | None = None, otherwise: str = ""
+    ) -> dict:
         """A question (``sid`` set when the subscriber is in a session) or, with no question,
-        ``继续``. The message shows the oldest answer the subscriber has not read yet, if any,
-        else its own answer; a question is taken either way and runs when the subscriber's
-        previous one has finished."""
+        ``继续`` or a message the bot cannot answer (``otherwise`` is its reply). The message shows
+        the oldest answer the subscriber has not read yet, if any, else its own answer; a
+        question is taken either way and runs when the subscriber's previous one has finished."""
         now = time.time()
         ask = question is not None and sid is not None
 
@@ -121,7 +123,7 @@ class Reader:
             elif entry is not None:
                 plan = {"target": msgid, "note": ""}
             else:
-                plan = {"text": self.config.text("hint" if question is not None else "nothing_more")}
+                plan = {"text": self.config.text("hint") if question is not None else otherwise}
             replies[msgid] = {**plan, "t": now}
             return replies[msgid], entry, start
 

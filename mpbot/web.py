@@ -135,7 +135,8 @@ def create_app(overrides=None) -> Bottle:
             script_nonce=nonce(),
             view=view(config, answer, cursor),
             question=answer.question,
-            poll_url=f"{request.script_name.rstrip('/')}/answer/{token}/poll",
+            # Relative, so the page works behind a proxy that serves the app under a path.
+            poll_url=f"{token}/poll",
         )
 
     @app.get("/answer/<token>/poll")

@@ -38,6 +38,7 @@ def test_bad_number_in_the_environment_names_the_variable(monkeypatch):
         ({"WECHAT_ENCODING_AES_KEY": "A" * 43}, "WECHAT_APPID"),
         ({"REDIS_URL": "redis://127.0.0.1:6379/0"}, "SECRET_KEY"),
         ({"MPBOT_DELIVERY_WAIT": 5.0}, "MPBOT_DELIVERY_WAIT"),
+        ({"MPBOT_LINK_TTL": 10**9}, "links would outlive the answers"),
         ({"NO_SUCH_SETTING": 1}, "unknown setting"),
         ({"TEXTS": {"hint": "发送 {begin} 开始"}}, "TEXTS\\['hint'\\]"),
     ],

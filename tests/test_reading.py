@@ -118,6 +118,21 @@ def test_any_message_fetches_the_answer_even_after_the_session_expired(make_bot,
     assert fake_llm.calls_for("在吗") == 0
 
 
+def test_a_picture_after_a_fallback_fetches_the_answer_too(bot, fake_llm):
+    in_session(bot)
+    fake_llm.rules["难题"] = Rule(latency=3.2, content="难题的答案。")
+    assert "回答还在生成中" in bot.say("难题")
+    time.sleep(0.8)
+    image = (
+        "<xml><ToUserName><![CDATA[gh_account]]></ToUserName><FromUserName><![CDATA[user-1]]></FromUserName>"
+        f"<CreateTime>{int(time.time())}</CreateTime><MsgType><![CDATA[image]]></MsgType>"
+        "<PicUrl><![CDATA[http://example.com/p.jpg]]></PicUrl><MediaId><![CDATA[m]]></MediaId>"
+        f"<MsgId>{bot.new_msgid()}</MsgId></xml>"
+    ).encode()
+    assert bot.reply_text(bot.post(image).text) == "难题的答案。"
+    assert "文字" in bot.reply_text(bot.post(image.replace(b"<MsgId>", b"<MsgId>9")).text)
+
+
 def test_a_question_sent_while_the_previous_is_generating_waits_its_turn(bot, fake_llm):
     in_session(bot)
     fake_llm.rules["第一问"] = Rule(latency=1.5, content="一")
