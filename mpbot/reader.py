@@ -75,6 +75,16 @@ class Reader:
     def _running(self, entry: dict, now: float) -> bool:
         return entry["status"] == "running" and now - entry.get("started_at", entry["t"]) < self.stale_after
 
+    def _take_next(self, queue: list, now: float) -> tuple[str, str, str] | None:
+        """The job to start now: the oldest waiting question, when none is running."""
+        if any(self._running(e, now) for e in queue):
+            return None
+        waiting = next((e for e in queue if e["status"] == "queued"), None)
+        if waiting is None:
+            return None
+        waiting.update(status="running", started_at=now)
+        return waiting["id"], waiting.pop("sid"), waiting.pop("q")
+
     # --- the first delivery of a message decides what the message gets ---------------------
 
     def plan_text(self, openid: str, msgid: str, text: str) -> dict:
@@ -97,25 +107,23 @@ class Reader:
         def change(state):
             replies = self._replies(state, now)
             if msgid in replies:
-                return replies[msgid], None, False
+                return replies[msgid], None, None
             queue = state.setdefault("queue", [])
             if question is not None:
                 # A new question: the subscriber moved on from an answer read part by part (the
                 # rest stays on its page). Answers they have not seen at all are still shown.
                 queue[:] = [e for e in queue if self._mode(e, now) != "reading"]
             head = next((e for e in queue if self._mode(e, now) in ("fallback", "reading")), None)
-            entry, start = None, False
+            entry = None
             if ask:
                 if sum(e["status"] == "queued" for e in queue) >= self.config.MPBOT_MAX_QUEUED:
                     replies[msgid] = {"text": self.config.text("too_many"), "t": now}
-                    return replies[msgid], None, False
-                start = not any(self._running(e, now) for e in queue)
+                    return replies[msgid], None, None
                 entry = {"id": msgid, "t": now, "mode": "new", "offset": 0, "part": 0}
-                if start:
-                    entry.update(status="running", started_at=now)
-                else:
-                    entry.update(status="queued", sid=sid, q=question)
+                entry.update(status="queued", sid=sid, q=question)
                 queue.append(entry)
+            # Usually the new question; after a job that died, the one that waited behind it.
+            job = self._take_next(queue, now)
             if head is not None:
                 plan = {"target": head["id"], "note": "" if question is None else "queued" if ask else "hint"}
                 if entry is not None:  # this message shows the earlier answer: its own comes next
@@ -125,13 +133,14 @@ class Reader:
             else:
                 plan = {"text": self.config.text("hint") if question is not None else otherwise}
             replies[msgid] = {**plan, "t": now}
-            return replies[msgid], entry, start
+            return replies[msgid], entry, job
 
-        plan, entry, start = self.store.update_reader(openid, change)
+        plan, entry, job = self.store.update_reader(openid, change)
         if entry is not None:
-            self.store.publish(msgid, {"state": "question", "text": question, "queued": not start})
-            if start:
-                self.runner.submit(msgid, sid, question, openid)
+            queued = job is None or job[0] != msgid
+            self.store.publish(msgid, {"state": "question", "text": question, "queued": queued})
+        if job is not None:
+            self.runner.submit(*job, openid)
         return plan
 
     def plan_of(self, openid: str, msgid: str, timeout: float = 1.0) -> dict | None:
@@ -219,14 +228,7 @@ class Reader:
             for entry in queue:
                 if entry["id"] == msgid:
                     entry["status"] = "finished"
-            if any(self._running(e, now) for e in queue):
-                return None
-            waiting = next((e for e in queue if e["status"] == "queued"), None)
-            if waiting is None:
-                return None
-            job = (waiting["id"], waiting.pop("sid"), waiting.pop("q"))
-            waiting.update(status="running", started_at=now)
-            return job
+            return self._take_next(queue, now)
 
         job = self.store.update_reader(openid, change)
         if job is not None:
