@@ -14,26 +14,29 @@ from rq.exceptions import DuplicateJobError
 from rq.serializers import JSONSerializer
 
 from .errors import LLMError, StoreError
+from .formatting import strip_think
 from .llm import LLM, build_messages
 
 log = logging.getLogger(__name__)
 
 
 class Streamer:
-    """Writes a growing answer to the store: the first text at once, then at most every
-    ``MPBOT_STREAM_INTERVAL`` seconds, as the part that is new since the last write."""
+    """Writes a growing answer to the store at most every ``MPBOT_STREAM_INTERVAL`` seconds (the
+    first chunk at once), as the part that is new since the last write, reasoning in ``<think>``
+    left out. The final event carries the whole text, so nothing held back here is lost."""
 
     def __init__(self, store, msgid: str, interval: float) -> None:
         self.store = store
         self.msgid = msgid
         self.interval = interval
         self.written = ""
-        self.last = 0.0
+        self.last = -interval
 
-    def __call__(self, text: str) -> None:
+    def __call__(self, raw: str) -> None:
         now = time.monotonic()
-        if self.written and now - self.last < self.interval:
+        if now - self.last < self.interval:
             return
+        text = strip_think(raw)
         if text.startswith(self.written):
             if len(text) > len(self.written):
                 self.store.publish(self.msgid, {"state": "delta", "text": text[len(self.written) :]})
@@ -139,7 +142,7 @@ class PoolRunner:
     def __init__(self, config, store) -> None:
         self.config = config
         self.store = store
-        self.reader = None  # set by the reader it runs for (they need each other)
+        self.reader = None  # set by Services: the reader that starts each next question
         self.llm = LLM(config)
         self.pool = ThreadPoolExecutor(config.MPBOT_EMBEDDED_WORKERS, thread_name_prefix="mpbot-llm")
 

@@ -45,8 +45,9 @@ class LLM:
         )
 
     def complete(self, messages: list[dict[str, str]], on_text=None) -> str:
-        """The answer, streamed: ``on_text`` gets the visible text so far (think blocks removed)
-        as it grows. The call as a whole is bounded by ``MPBOT_LLM_TIMEOUT``, not only each read."""
+        """The answer, streamed: ``on_text`` gets the raw text so far as it grows. The call as a
+        whole is bounded by ``MPBOT_LLM_TIMEOUT``, checked as chunks arrive (a stream that stalls
+        ends at the client's read timeout, of the same length)."""
         deadline = time.monotonic() + self.timeout
         raw, finish_reason, refusal = "", None, ""
         try:
@@ -68,7 +69,7 @@ class LLM:
                     if delta.content:
                         raw += delta.content
                         if on_text is not None:
-                            on_text(strip_think(raw))
+                            on_text(raw)
         except (LLMError, StoreError):  # ours: the deadline, or on_text could not store the text
             raise
         except openai.APITimeoutError as exc:

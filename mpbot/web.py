@@ -151,7 +151,7 @@ def create_app(overrides=None) -> Bottle:
         try:
             if not _cursor_ok(after):
                 raise BadRequest(f"bad cursor {after!r}")
-            news, _ = services.store.read(msgid, after, config.MPBOT_PAGE_POLL)
+            services.store.read(msgid, after, config.MPBOT_PAGE_POLL)  # returns once there is news
             events, cursor = services.store.read(msgid)
         except BadRequest as exc:
             return refuse(exc)

@@ -2,11 +2,12 @@
 it stands, live while it grows, a clear end, safe whatever the model or the subscriber wrote."""
 
 import re
+import threading
 import time
 
 import requests
 
-from fakes import Rule
+from fakes import Rule, text_xml
 
 SENTENCES = "".join(f"第{i}句话说完了。" for i in range(1, 21))
 
@@ -69,6 +70,23 @@ def test_page_shows_the_question_and_the_answer_growing_live_then_done(bot, fake
     assert "回答完毕。" in done and "第20句话说完了。" in done
     assert "<script" not in done and "refresh" not in done, "a finished page stops updating"
     assert fake_llm.calls_for("慢慢说") == 1
+
+
+def test_reasoning_never_shows_on_the_page_even_while_it_streams(bot, fake_llm):
+    in_session(bot)
+    thinking = "<think>内心独白，" + "想" * 60 + "</think>"
+    fake_llm.rules["想一想"] = Rule(latency=0.1, content=thinking + "答案是四。", pieces=8, piece_delay=0.25)
+    msgid = bot.new_msgid()
+    chat = threading.Thread(target=bot.deliver, args=(text_xml("想一想", msgid),))
+    chat.start()
+    time.sleep(0.2)
+    url = local(bot, bot.app.mpbot.links.url(str(msgid)))
+    views = [poll(url)]
+    while views[-1]["live"]:
+        views.append(poll(url, views[-1]["cursor"]))
+    chat.join()
+    assert all("内心独白" not in view["html"] and "think" not in view["html"] for view in views)
+    assert "答案是四。" in views[-1]["html"]
 
 
 def test_a_poll_waits_for_new_text_and_returns_as_soon_as_it_exists(bot, fake_llm):
