@@ -62,6 +62,9 @@ MPBOT_WEB_THREADS = 400
 PUBLIC_URL = "http://127.0.0.1:8000"
 # Signs answer links. Generated per process in embedded mode; required with Redis.
 SECRET_KEY = ""
+# When set, /metrics answers only requests with `Authorization: Bearer <this>`. Empty: /metrics
+# is open (keep it off the public internet at your proxy).
+MPBOT_METRICS_TOKEN = ""
 
 # --- Timings (seconds) --------------------------------------------------------------------------
 
@@ -85,6 +88,8 @@ MPBOT_STREAM_INTERVAL = 0.3
 MPBOT_PAGE_POLL = 10.0
 # How long a handled event is remembered, so that WeChat's retries of it run once.
 MPBOT_EVENT_TTL = 600
+# How long the counters behind /metrics are kept after their last change.
+MPBOT_METRICS_TTL = 90 * 24 * 3600
 
 # --- Replies ------------------------------------------------------------------------------------
 

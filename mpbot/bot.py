@@ -5,22 +5,18 @@ would swallow the error and answer with silence, which tells WeChat the message 
 """
 
 import functools
-import hashlib
 import logging
 import time
 
 import werobot
 
+from . import metrics
 from .errors import StoreError
+from .logs import user_tag
 from .sessions import Commands
 from .wechat import text_reply
 
 log = logging.getLogger(__name__)
-
-
-def user_tag(openid: str) -> str:
-    """The openid as it appears in logs: hashed."""
-    return hashlib.sha256(openid.encode()).hexdigest()[:12]
 
 
 class Bot:
@@ -87,6 +83,7 @@ class Bot:
 
         started = time.monotonic()
         n, outcome, reply = self.window.deliver(openid, msgid, first)
+        metrics.count(self.store, "deliveries", outcome=outcome, delivery=n)
         log.info(
             "delivery msgid=%s user=%s n=%d outcome=%s waited_ms=%d",
             msgid,

@@ -6,16 +6,20 @@ waits on an answer that will never come.
 """
 
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 from rq import Queue
 from rq.exceptions import DuplicateJobError
+from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
+from . import metrics
 from .errors import LLMError, StoreError
 from .formatting import strip_think
 from .llm import LLM, build_messages
+from .logs import user_tag
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +35,15 @@ class Streamer:
         self.interval = interval
         self.written = ""
         self.last = -interval
+        self.first_text_at: float | None = None
 
     def __call__(self, raw: str) -> None:
         now = time.monotonic()
         if now - self.last < self.interval:
             return
         text = strip_think(raw)
+        if text and self.first_text_at is None:
+            self.first_text_at = now
         if text.startswith(self.written):
             if len(text) > len(self.written):
                 self.store.publish(self.msgid, {"state": "delta", "text": text[len(self.written) :]})
@@ -49,15 +56,24 @@ def run_answer(config, store, llm, reader, msgid: str, sid: str, question: str, 
     """Answer one question. Always ends the answer's stream with a final event, so no delivery or
     page waits for an answer that will never come, then starts the subscriber's next question."""
     started = time.monotonic()
+    streamer = Streamer(store, msgid, config.MPBOT_STREAM_INTERVAL)
+    llm_started = llm_ended = None
     try:
         try:
             store.publish(msgid, {"state": "started"})
             history = store.history(sid)
             messages = build_messages(config.MPBOT_SYSTEM_PROMPT, history, question, config.MPBOT_CONTEXT_CHARS)
-            text = llm.complete(messages, Streamer(store, msgid, config.MPBOT_STREAM_INTERVAL))
+            llm_started = time.monotonic()
+            text = llm.complete(messages, streamer)
+            llm_ended = time.monotonic()
+            metrics.observe(store, "llm_seconds", llm_ended - llm_started)
+            if streamer.first_text_at is not None:
+                metrics.observe(store, "llm_first_text_seconds", streamer.first_text_at - llm_started)
             event = {"state": "done", "text": text}
         except LLMError as exc:
+            llm_ended = time.monotonic()
             log.warning("job msgid=%s outcome=llm_error kind=%s detail=%s", msgid, exc.kind, exc.detail)
+            metrics.count(store, "llm_errors", kind=exc.kind)
             event = {"state": "error", "kind": exc.kind}
         except Exception as exc:
             log.exception("job msgid=%s outcome=crash", msgid)
@@ -69,11 +85,20 @@ def run_answer(config, store, llm, reader, msgid: str, sid: str, question: str, 
         if openid is not None:
             reader.finished(openid, msgid)
     log.info(
-        "job msgid=%s outcome=%s took_ms=%d",
+        "job msgid=%s user=%s outcome=%s kind=%s llm_ms=%s first_text_ms=%s chars=%d took_ms=%d",
         msgid,
+        user_tag(openid) if openid else "-",
         event["state"],
+        event.get("kind", "-"),
+        _ms(llm_started, llm_ended),
+        _ms(llm_started, streamer.first_text_at),
+        len(event.get("text", "")),
         (time.monotonic() - started) * 1000,
     )
+
+
+def _ms(start: float | None, end: float | None) -> str:
+    return "-" if start is None or end is None else str(int((end - start) * 1000))
 
 
 _worker = None
@@ -131,6 +156,13 @@ class RQRunner:
         except Exception as exc:
             raise StoreError(f"cannot enqueue on Redis: {exc}") from exc
 
+    def in_flight(self) -> tuple[int, int]:
+        """Jobs waiting in the queue, and jobs a worker is running (on every host)."""
+        try:
+            return self.queue.count, StartedJobRegistry(queue=self.queue).count
+        except Exception as exc:
+            raise StoreError(f"cannot read the queue on Redis: {exc}") from exc
+
     def close(self) -> None:
         pass
 
@@ -145,9 +177,26 @@ class PoolRunner:
         self.reader = None  # set by Services: the reader that starts each next question
         self.llm = LLM(config)
         self.pool = ThreadPoolExecutor(config.MPBOT_EMBEDDED_WORKERS, thread_name_prefix="mpbot-llm")
+        self._lock = threading.Lock()
+        self._queued = self._running = 0
 
     def submit(self, msgid: str, sid: str, question: str, openid: str) -> None:
-        self.pool.submit(run_answer, self.config, self.store, self.llm, self.reader, msgid, sid, question, openid)
+        with self._lock:
+            self._queued += 1
+        self.pool.submit(self._run, msgid, sid, question, openid)
+
+    def _run(self, *args) -> None:
+        with self._lock:
+            self._queued, self._running = self._queued - 1, self._running + 1
+        try:
+            run_answer(self.config, self.store, self.llm, self.reader, *args)
+        finally:
+            with self._lock:
+                self._running -= 1
+
+    def in_flight(self) -> tuple[int, int]:
+        with self._lock:
+            return self._queued, self._running
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)

@@ -12,6 +12,7 @@ each job (see ``jobs.py``).
 | {p}:session:{openid}        | string | the id of the subscriber's chat session                 | MPBOT_SESSION_TTL |
 | {p}:history:{sid}           | list   | the session's question/answer turns (JSON)              | MPBOT_SESSION_TTL |
 | {p}:event:{openid}:{time}   | string | an event already handled (FromUserName+CreateTime)      | MPBOT_EVENT_TTL   |
+| {p}:metrics                 | hash   | counters shown at /metrics (metrics.py)                 | MPBOT_METRICS_TTL |
 | {p}:health                  | string | written by /healthz to prove the store writes           | 60 s              |
 """
 
@@ -39,6 +40,9 @@ class Keys:
 
     def event(self, openid: str, create_time: str) -> str:
         return f"{self.prefix}:event:{openid}:{create_time}"
+
+    def metrics(self) -> str:
+        return f"{self.prefix}:metrics"
 
     def health(self) -> str:
         return f"{self.prefix}:health"

@@ -1,7 +1,14 @@
 """Log setup for the processes mpbot starts (web, worker, CLI)."""
 
+import hashlib
 import logging
 import os
+
+
+def user_tag(openid: str) -> str:
+    """The openid as it appears in logs: hashed, so a log line cannot be tied to a subscriber
+    without the openid itself."""
+    return hashlib.sha256(openid.encode()).hexdigest()[:12]
 
 
 def setup_logging() -> None:

@@ -5,6 +5,8 @@ seconds; every message renews it. Its history lives under the id, so ``/clear`` 
 ``/stop`` (no id) leave a job that is still writing to the old history nothing to bring back.
 """
 
+from . import metrics
+
 
 class Commands:
     def __init__(self, config) -> None:
@@ -18,7 +20,10 @@ class Commands:
         """Run a command (all but ``next``, which reads answers: see ``Reader``); its reply."""
         text = self.config.text
         if name == "start":
-            return text("started") if store.start_session(openid) else text("already_started")
+            if not store.start_session(openid):
+                return text("already_started")
+            metrics.count(store, "sessions_started")
+            return text("started")
         if name == "stop":
             # Questions still waiting their turn are cancelled with the session.
             reader.drop(openid)

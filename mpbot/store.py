@@ -59,6 +59,7 @@ class RedisStore:
         self.answer_ttl = int(config.MPBOT_ANSWER_TTL)
         self.session_ttl = int(config.MPBOT_SESSION_TTL)
         self.event_ttl = int(config.MPBOT_EVENT_TTL)
+        self.metrics_ttl = int(config.MPBOT_METRICS_TTL)
         common = dict(
             socket_connect_timeout=1.0,
             # Longer than the longest blocking read (a delivery's wait), so a read never times
@@ -147,6 +148,17 @@ class RedisStore:
 
         return self._call(self.redis.transaction, transaction, key, value_from_callable=True)
 
+    def add_metrics(self, amounts: dict[str, float]) -> None:
+        key = self.keys.metrics()
+        pipe = self.redis.pipeline(transaction=False)
+        for name, amount in amounts.items():
+            pipe.hincrbyfloat(key, name, amount)
+        pipe.expire(key, self.metrics_ttl)
+        self._call(pipe.execute)
+
+    def metrics(self) -> dict[str, float]:
+        return {name: float(value) for name, value in self._call(self.redis.hgetall, self.keys.metrics()).items()}
+
     def touch_session(self, openid: str) -> str | None:
         return self._call(self._touch, keys=[self.keys.session(openid)], args=[self.session_ttl, self._history_prefix])
 
@@ -200,6 +212,8 @@ class MemoryStore:
         # One condition per MsgId being waited on, so a published answer wakes only its waiters.
         self._waiting: dict[str, tuple[threading.Condition, int]] = {}
         self._writes = 0
+        # Counters live as long as the process (a restart resets them, which Prometheus expects).
+        self._metrics: dict[str, float] = {}
 
     def _get(self, key: tuple) -> Any:
         item = self._data.get(key)
@@ -273,6 +287,15 @@ class MemoryStore:
             # Stored as JSON, as in Redis, so no caller can keep a reference into it.
             self._set(("r", openid), json.dumps(state), self.answer_ttl)
             return result
+
+    def add_metrics(self, amounts: dict[str, float]) -> None:
+        with self._lock:
+            for name, amount in amounts.items():
+                self._metrics[name] = self._metrics.get(name, 0) + amount
+
+    def metrics(self) -> dict[str, float]:
+        with self._lock:
+            return dict(self._metrics)
 
     def touch_session(self, openid: str) -> str | None:
         with self._lock:

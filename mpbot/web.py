@@ -7,13 +7,16 @@ touching globals. Nothing here answers a 5xx to WeChat: bad requests get a 4xx a
 everything else a reply the subscriber can read.
 """
 
+import hmac
 import json
 import logging
 import os
 
 from bottle import Bottle, HTTPResponse, request
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from . import metrics
 from .answers import fold
 from .bot import Bot
 from .config import load_config
@@ -48,6 +51,7 @@ class Services:
         keys = [config.WECHAT_ENCODING_AES_KEY, config.WECHAT_PREVIOUS_ENCODING_AES_KEY]
         self.crypto = Crypto(config.WECHAT_TOKEN, config.WECHAT_APPID, keys) if any(keys) else None
         self.templates = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(default=True))
+        self.metrics = metrics.registry(self.store, self.runner)
 
     def close(self) -> None:
         self.runner.close()
@@ -104,6 +108,19 @@ def create_app(overrides=None) -> Bottle:
         body = render(incoming, services.bot.reply(incoming.message))
         return HTTPResponse(body=body, headers={"Content-Type": XML})
 
+    @app.get("/metrics")
+    def metrics_page():
+        token = config.MPBOT_METRICS_TOKEN
+        given = request.get_header("Authorization", "")
+        if token and not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            return refuse(Forbidden("/metrics needs Authorization: Bearer MPBOT_METRICS_TOKEN"))
+        try:
+            body = generate_latest(services.metrics)
+        except StoreError as exc:
+            log.error("metrics: store unreachable: %s", exc)
+            return HTTPResponse(status=503, body=f"store unreachable: {exc}\n", headers={"Content-Type": "text/plain"})
+        return HTTPResponse(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"})
+
     @app.get("/healthz")
     def healthz():
         try:
@@ -130,6 +147,7 @@ def create_app(overrides=None) -> Bottle:
         answer = fold(events)
         if answer.state == "gone":  # never asked, or kept past MPBOT_ANSWER_TTL
             return page("answer.html", 404, view=None, message=config.text("page_gone"))
+        metrics.count(services.store, "pages_viewed", page="answer")
         return page(
             "answer.html",
             script_nonce=nonce(),
@@ -171,6 +189,7 @@ def create_app(overrides=None) -> Bottle:
         except StoreError as exc:
             log.error("history page: store unreachable: %s", exc)
             return page("history.html", 503, turns=None, message=config.text("page_store_down"))
+        metrics.count(services.store, "pages_viewed", page="history")
         return page("history.html", turns=[{"q": t["q"], "html": markdown_html(t["a"])} for t in turns])
 
     return app

@@ -25,8 +25,8 @@ class Window:
         """Handle one delivery of ``msgid``. ``first`` runs on the first delivery only and
         returns the message's plan (see ``Reader``).
 
-        Returns the delivery number, the outcome (for the log) and the reply text, or None when
-        WeChat is gone and nothing should be said.
+        Returns the delivery number, the outcome (for the log and metrics.py) and the reply text,
+        or None when WeChat is gone and nothing should be said.
         """
         started = time.monotonic()
         n = self.store.count_delivery(msgid)
@@ -40,7 +40,8 @@ class Window:
         event = self.store.wait(plan["target"], max(budget, 0.0))
         if event is None and not last:
             return n, "silent", None
-        outcome = "fallback" if event is None else "answered" if event["state"] == "done" else "error"
         if plan["target"] != msgid:
-            outcome = f"fetched_{outcome}"
+            outcome = "fetched"  # this message delivered an earlier answer
+        else:
+            outcome = "fallback" if event is None else "answered" if event["state"] == "done" else "error"
         return n, outcome, self.reader.show(openid, msgid, plan)

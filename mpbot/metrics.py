@@ -1,0 +1,119 @@
+"""Counters every process adds to, kept in the store, shown at ``/metrics`` and by ``mpbot stats``.
+
+The figures live in the store (one Redis hash, or this process's memory in embedded mode), not
+in each process: any number of gunicorn workers and RQ workers on any number of hosts add to the
+same counters, and any web process shows them all. ``/metrics`` renders them in Prometheus's text
+format with the official client library (``prometheus_client``).
+
+| metric                              | type      | labels               |
+|-------------------------------------|-----------|----------------------|
+| mpbot_deliveries_total              | counter   | outcome, delivery    |
+| mpbot_llm_seconds                   | histogram | (whole model call)   |
+| mpbot_llm_first_text_seconds        | histogram | (until the first text)|
+| mpbot_llm_errors_total              | counter   | kind                 |
+| mpbot_answers_in_flight             | gauge     | state (queued/running)|
+| mpbot_sessions_started_total        | counter   |                      |
+| mpbot_pages_viewed_total            | counter   | page (answer/history)|
+
+Delivery outcomes: ``answered`` (the answer, on delivery 1, 2 or 3), ``fallback`` (the last
+delivery sent the text so far and the link), ``fetched`` (the message delivered an earlier
+answer), ``reply`` (a command's or the bot's own reply), ``error`` (the answer failed),
+``silent`` (kept until WeChat dropped it, to be retried), ``lost`` (the first delivery failed).
+"""
+
+import logging
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import CollectorRegistry
+
+from .errors import StoreError
+
+log = logging.getLogger(__name__)
+
+BUCKETS = (0.5, 1, 2, 3, 5, 8, 10, 12, 15, 20, 30, 60, 120)
+
+COUNTERS = {
+    "deliveries": (
+        "mpbot_deliveries",
+        "WeChat deliveries handled, by outcome and delivery number",
+        ["outcome", "delivery"],
+    ),
+    "llm_errors": ("mpbot_llm_errors", "Model calls that failed, by kind", ["kind"]),
+    "sessions_started": ("mpbot_sessions_started", "Chat sessions started with the start command", []),
+    "pages_viewed": ("mpbot_pages_viewed", "Answer and history pages opened", ["page"]),
+}
+HISTOGRAMS = {
+    "llm_seconds": ("mpbot_llm_seconds", "Model call time, question sent to answer complete"),
+    "llm_first_text_seconds": ("mpbot_llm_first_text_seconds", "Model call time until the first text"),
+}
+
+
+def field(name: str, **labels) -> str:
+    """A counter's field in the store: ``name|key=value,key=value`` (labels sorted)."""
+    return name + "|" + ",".join(f"{key}={labels[key]}" for key in sorted(labels))
+
+
+def parse_field(text: str) -> tuple[str, dict[str, str]]:
+    name, _, labels = text.partition("|")
+    return name, dict(pair.split("=", 1) for pair in labels.split(",") if pair)
+
+
+def _add(store, amounts: dict[str, float]) -> None:
+    # A failure to count never breaks what is counted.
+    try:
+        store.add_metrics(amounts)
+    except StoreError as exc:
+        log.debug("metrics not counted: %s", exc)
+
+
+def count(store, name: str, **labels) -> None:
+    _add(store, {field(name, **labels): 1})
+
+
+def observe(store, name: str, seconds: float) -> None:
+    amounts = {field(name, le=str(bound)): 1 for bound in BUCKETS if seconds <= bound}
+    amounts[field(name, le="+Inf")] = 1
+    amounts[field(name, stat="sum")] = seconds
+    _add(store, amounts)
+
+
+class Collector:
+    """Reads the counters from the store for ``prometheus_client``."""
+
+    def __init__(self, store, runner) -> None:
+        self.store = store
+        self.runner = runner
+
+    def collect(self):
+        raw = self.store.metrics()
+        families = {key: CounterMetricFamily(name, doc, labels=labels) for key, (name, doc, labels) in COUNTERS.items()}
+        histograms: dict[str, dict] = {key: {"buckets": {}, "sum": 0.0} for key in HISTOGRAMS}
+        for text, value in sorted(raw.items()):
+            name, labels = parse_field(text)
+            if name in families:
+                families[name].add_metric([labels.get(key, "") for key in COUNTERS[name][2]], value)
+            elif name in histograms:
+                if labels.get("stat") == "sum":
+                    histograms[name]["sum"] = value
+                else:
+                    histograms[name]["buckets"][labels["le"]] = value
+        yield from families.values()
+        for key, (name, doc) in HISTOGRAMS.items():
+            buckets = histograms[key]["buckets"]
+            # Stored per bucket as "at most this long", which is already cumulative.
+            pairs = [(str(float(bound)), buckets.get(str(bound), 0)) for bound in BUCKETS]
+            pairs.append(("+Inf", buckets.get("+Inf", 0)))
+            yield HistogramMetricFamily(name, doc, buckets=pairs, sum_value=histograms[key]["sum"])
+        in_flight = GaugeMetricFamily(
+            "mpbot_answers_in_flight", "Answers waiting for a job slot or being written", labels=["state"]
+        )
+        queued, running = self.runner.in_flight()
+        in_flight.add_metric(["queued"], queued)
+        in_flight.add_metric(["running"], running)
+        yield in_flight
+
+
+def registry(store, runner) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Collector(store, runner))
+    return registry
