@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 PIP := $(BIN)/python -m pip install --disable-pip-version-check -q
 
-.PHONY: run test lint format redis-server chromium clean
+.PHONY: run test chat check stats lint format redis-server chromium clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ $(VENV)/.test-deps: requirements.txt tests/requirements.txt | $(BIN)/python
 
 run: $(VENV)/.run-deps
 	$(BIN)/python -m mpbot serve
+
+# The admin's tools, against the bot `make run` started (python -m mpbot <tool> --help for more).
+chat check stats: $(VENV)/.run-deps
+	$(BIN)/python -m mpbot $@
 
 test: $(VENV)/.test-deps redis-server chromium lint
 	cd tests && ../$(BIN)/python -m pytest

@@ -1,4 +1,7 @@
-"""``python -m mpbot``: serve the bot (``make run``) or run RQ workers (the Procfile's worker line).
+"""``python -m mpbot``: serve the bot (``make run``), run RQ workers (the Procfile's worker line),
+and the admin's tools: ``chat`` (play WeChat against a bot), ``check`` (the setup, item by item),
+``stats`` (the /metrics figures as a table). Every command reads the same settings as the bot:
+``settings.py``, the environment, and ``.env`` (which ``make run`` writes).
 
 Nothing imports this module.
 """
@@ -10,6 +13,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from urllib.parse import urlsplit
 
@@ -45,10 +49,14 @@ def _redact(url: str) -> str:
     return f"{parts.scheme}://{host}:{parts.port or 6379}{parts.path}"
 
 
-def serve(args) -> int:
-    """Run the Procfile's processes: web alone in embedded mode, web and worker with Redis."""
+def _use_env_file() -> None:
     for name, value in _load_env_file(ENV_FILE).items():
         os.environ.setdefault(name, value)
+
+
+def serve(args) -> int:
+    """Run the Procfile's processes: web alone in embedded mode, web and worker with Redis."""
+    _use_env_file()
     if not os.environ.get("WECHAT_TOKEN"):
         token = secrets.token_hex(16)
         with open(ENV_FILE, "a", encoding="utf-8") as env_file:
@@ -131,6 +139,157 @@ def worker(args) -> int:
     return 0
 
 
+class Progress:
+    """A line that counts the seconds of something long, on a terminal only."""
+
+    def __init__(self, stream=sys.stderr) -> None:
+        self.stream = stream
+        self.live = stream.isatty()
+        self.label = ""
+        self.started = 0.0
+        self._stop = threading.Event()
+        self._thread = None
+
+    def start(self, label: str) -> None:
+        self.stop()
+        if not self.live:
+            return
+        self.label, self.started = label, time.monotonic()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            self.stream.write(f"\r{self.label} {time.monotonic() - self.started:4.1f} s ")
+            self.stream.flush()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+
+def _settings(overrides=None):
+    """The bot's settings for a tool, or None after saying what is wrong."""
+    _use_env_file()
+    try:
+        return load_config(overrides)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
+def _local_url(path: str) -> str:
+    return f"http://127.0.0.1:{os.environ.get('PORT', '8000')}{path}"
+
+
+def chat(args) -> int:
+    """Play WeChat against a running bot."""
+    from .simulator import Simulator, Unreachable, as_seen
+
+    overrides = {"WECHAT_TOKEN": args.token} if args.token else {}
+    if args.aes_key is not None:
+        overrides.update(WECHAT_ENCODING_AES_KEY=args.aes_key, WECHAT_APPID=args.appid or "wxmpbotchat")
+    config = _settings(overrides)
+    if config is None:
+        return 2
+    url = args.url or _local_url("/wechat")
+    simulator = Simulator(
+        url,
+        config.WECHAT_TOKEN,
+        config.WECHAT_ENCODING_AES_KEY,
+        args.appid or config.WECHAT_APPID,
+        user=args.user,
+        timeout=args.wechat_timeout,
+    )
+    progress = Progress()
+
+    def send(text: str) -> int:
+        try:
+            result = simulator.send(text, lambda n: progress.start(f"  delivery {n}/{simulator.deliveries} …"))
+        except Unreachable as exc:
+            progress.stop()
+            print(f"error: {exc}: is the bot running? (`make run`)", file=sys.stderr)
+            return 2
+        progress.stop()
+        for delivery in result.deliveries:
+            what = {
+                "silent": f"silent for {delivery.seconds:.1f} s: WeChat drops it and delivers again",
+                "answered": f"answered in {delivery.seconds:.2f} s",
+                "no_reply": f"empty reply in {delivery.seconds:.2f} s: WeChat shows nothing",
+                "error": f"{delivery.detail}: WeChat shows its error",
+            }[delivery.outcome]
+            print(f"  delivery {delivery.number}/{simulator.deliveries}: {what}")
+        if result.wechat_error:
+            print(f"bot ({result.seconds:.1f} s, WeChat's error)> {result.reply}")
+            return 1
+        if result.reply is None:
+            print(f"bot ({result.seconds:.1f} s)> (nothing)")
+            return 1
+        print(f"bot ({result.seconds:.1f} s)> {as_seen(result.reply)}")
+        return 0
+
+    if args.send is not None:
+        return send(args.send)
+    mode = "safe mode" if config.WECHAT_ENCODING_AES_KEY else "plaintext"
+    print(f"Playing WeChat against {url} as subscriber {args.user!r} ({mode}). Type a message; Ctrl-D quits.")
+    while True:
+        try:
+            text = input("you> ")
+        except (EOFError, KeyboardInterrupt):
+            print()
+            return 0
+        if text.strip():
+            send(text)
+
+
+def check(args) -> int:
+    """Check the setup, one line per item."""
+    from .doctor import FAIL, run_checks
+
+    from_environment = bool(os.environ.get("SECRET_KEY") or _load_env_file(ENV_FILE).get("SECRET_KEY"))
+    config = _settings()
+    if config is None:
+        return 1
+    marks = {"ok": "✔", "warn": "!", "fail": "✘", "info": "·"} if sys.stdout.isatty() else None
+    progress = Progress()
+    failed = False
+    progress.start("checking …")
+    for status, item, detail in run_checks(config, from_environment):
+        progress.stop()
+        mark = marks[status] if marks else status.upper().ljust(4)
+        print(f"{mark} {item:<10} {detail}", flush=True)
+        failed = failed or status == FAIL
+        progress.start("checking …")
+    progress.stop()
+    return 1 if failed else 0
+
+
+def stats(args) -> int:
+    """The /metrics figures as a table."""
+    from . import stats as figures
+
+    config = _settings()
+    if config is None:
+        return 2
+    try:
+        if config.embedded or args.url:
+            url = args.url or _local_url("/metrics")
+            samples, rq = figures.samples_from_url(url, config.MPBOT_METRICS_TOKEN), None
+        else:
+            samples, rq = figures.samples_from_store(config)
+    except Exception as exc:
+        where = "the bot's /metrics" if config.embedded or args.url else "Redis"
+        print(f"error: cannot read the figures from {where}: {exc}", file=sys.stderr)
+        return 2
+    print(figures.render(figures.table(samples, rq)))
+    return 0
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m mpbot", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -141,5 +300,40 @@ def main(argv=None) -> None:
     work.add_argument("--num", type=int, default=0, help="worker processes (default MPBOT_RQ_WORKERS)")
     work.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     work.set_defaults(func=worker)
+
+    talk = commands.add_parser(
+        "chat",
+        help="play WeChat against a running bot",
+        description="Play WeChat against a running bot: each message is signed (and encrypted in safe mode) and "
+        "delivered as WeChat does, up to three times with the same MsgId, each dropped after 5 s. "
+        "Exit code with --send: 0 answered, 1 WeChat shows nothing or its error, 2 bot unreachable or bad settings.",
+    )
+    talk.add_argument("--url", help="the bot's webhook (default: the local bot, http://127.0.0.1:$PORT/wechat)")
+    talk.add_argument("--token", help="WeChat Token (default: WECHAT_TOKEN from the settings)")
+    talk.add_argument("--aes-key", help="EncodingAESKey: send in safe mode (default: the settings')")
+    talk.add_argument("--appid", help="AppID for safe mode (default: WECHAT_APPID)")
+    talk.add_argument("--user", default="mpbot-chat", help="the subscriber's openid (default: mpbot-chat)")
+    talk.add_argument("--send", metavar="TEXT", help="send one message, print what happens, and exit")
+    talk.add_argument(
+        "--wechat-timeout", type=float, default=5.0, help="seconds WeChat waits for each delivery (default 5)"
+    )
+    talk.set_defaults(func=chat)
+
+    doctor = commands.add_parser(
+        "check",
+        help="check the setup, one line per item, with the fix",
+        description="Check the settings, Redis, the RQ workers, the model endpoint (a one-token request) and "
+        "PUBLIC_URL. Exit code 0 when nothing failed, 1 otherwise.",
+    )
+    doctor.set_defaults(func=check)
+
+    figures = commands.add_parser(
+        "stats",
+        help="the /metrics figures as a table",
+        description="Deliveries by outcome, model calls and errors, answers in flight, sessions and pages. "
+        "With Redis they are read from the store; in embedded mode from the running bot's /metrics.",
+    )
+    figures.add_argument("--url", help="read this /metrics instead (default: the store, or the local bot)")
+    figures.set_defaults(func=stats)
     args = parser.parse_args(argv)
     sys.exit(args.func(args))

@@ -30,6 +30,24 @@ def build_messages(system: str, history: list[dict[str, str]], question: str, bu
     return [*messages, *turns, {"role": "user", "content": question}]
 
 
+def llm_error(exc: Exception) -> LLMError:
+    """The ``LLMError`` an exception from the OpenAI client (or its HTTP library) stands for."""
+    if isinstance(exc, openai.APITimeoutError):
+        return LLMError("timeout", str(exc))
+    if isinstance(exc, openai.APIConnectionError):
+        return LLMError("unreachable", str(exc))
+    if isinstance(exc, openai.RateLimitError):
+        return LLMError("rate_limited", str(exc))
+    if isinstance(exc, openai.AuthenticationError):
+        return LLMError("auth", "the endpoint refused OPENAI_API_KEY")
+    if isinstance(exc, openai.APIStatusError):
+        kind = "unavailable" if exc.status_code >= 500 else "bad_request"
+        return LLMError(kind, f"HTTP {exc.status_code}: {exc.message}")
+    if isinstance(exc, openai.OpenAIError):
+        return LLMError("unavailable", f"{exc.__class__.__name__}: {exc}")
+    return LLMError("unavailable", f"stream broken: {exc.__class__.__name__}: {exc}")
+
+
 class LLM:
     def __init__(self, config) -> None:
         self.model = config.MPBOT_MODEL
@@ -72,21 +90,8 @@ class LLM:
                             on_text(raw)
         except (LLMError, StoreError):  # ours: the deadline, or on_text could not store the text
             raise
-        except openai.APITimeoutError as exc:
-            raise LLMError("timeout", str(exc)) from exc
-        except openai.APIConnectionError as exc:
-            raise LLMError("unreachable", str(exc)) from exc
-        except openai.RateLimitError as exc:
-            raise LLMError("rate_limited", str(exc)) from exc
-        except openai.AuthenticationError as exc:
-            raise LLMError("auth", "the endpoint refused OPENAI_API_KEY") from exc
-        except openai.APIStatusError as exc:
-            kind = "unavailable" if exc.status_code >= 500 else "bad_request"
-            raise LLMError(kind, f"HTTP {exc.status_code}: {exc.message}") from exc
-        except openai.OpenAIError as exc:
-            raise LLMError("unavailable", f"{exc.__class__.__name__}: {exc}") from exc
-        except Exception as exc:  # the stream broke off after it began (the HTTP library's own errors)
-            raise LLMError("unavailable", f"stream broken: {exc.__class__.__name__}: {exc}") from exc
+        except Exception as exc:  # the API's errors, or the stream broke off after it began
+            raise llm_error(exc) from exc
         if finish_reason == "content_filter" or refusal:
             raise LLMError("refused", refusal or "content_filter")
         text = strip_think(raw)

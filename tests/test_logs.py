@@ -1,9 +1,11 @@
 """What the admin's log holds: one line per delivery and per job, no message text, no openid."""
 
 import logging
+import re
 import time
 
 from fakes import Rule
+from mpbot.logs import user_tag
 
 
 def test_logs_say_what_happened_without_the_question_the_answer_or_the_openid(request, mode, bot, fake_llm, caplog):
@@ -18,5 +20,11 @@ def test_logs_say_what_happened_without_the_question_the_answer_or_the_openid(re
     text = "\n".join(lines)
     assert "delivery msgid=" in text and "outcome=done" in text
     assert "job msgid=" in text
+    # One structured line per job: who (hashed), how it ended, how long the model took.
+    tag = user_tag("o-secret-openid")
+    job = next(line for line in lines if "job msgid=" in line and f"user={tag} outcome=done" in line)
+    assert re.search(r"llm_ms=\d+ first_text_ms=\d+ chars=7 took_ms=\d+", job), job
+    delivery = next(line for line in lines if "delivery msgid=" in line and "outcome=answered" in line)
+    assert re.search(r"user=[0-9a-f]{12} n=1 outcome=answered waited_ms=\d+", delivery), delivery
     for secret in ("银行卡", "请联系银行柜台", "o-secret-openid", "sk-test"):
         assert secret not in text, secret

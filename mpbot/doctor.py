@@ -1,0 +1,150 @@
+"""``python -m mpbot check``: is this bot set up right? One line per item, with the fix.
+
+Each check returns ``(status, item, detail)``: status ``ok``, ``warn``, ``fail`` or ``info``.
+The checks talk to the real things (Redis, the RQ workers' registrations, the model endpoint with
+a one-token request, ``PUBLIC_URL``'s ``/healthz``), each with a short timeout.
+"""
+
+import re
+import time
+import urllib.error
+import urllib.request
+
+import openai
+
+from .config import aes_key
+from .errors import ConfigError
+from .llm import llm_error
+from .simulator import http_only
+
+OK, WARN, FAIL, INFO = "ok", "warn", "fail", "info"
+
+_FIXES = {
+    "auth": "the endpoint refused OPENAI_API_KEY: set the key it issued",
+    "unreachable": "nothing answers at OPENAI_BASE_URL: check the address and that the server runs",
+    "timeout": "the endpoint did not answer in time: check OPENAI_BASE_URL and the server's load",
+    "rate_limited": "the endpoint says too many requests (429): check the account's quota",
+    "bad_request": "the endpoint refused the request: check MPBOT_MODEL (the endpoint's own model name)",
+}
+
+
+def check_token(config):
+    token = config.WECHAT_TOKEN
+    if not re.fullmatch(r"[A-Za-z0-9]{3,32}", token):
+        return FAIL, "token", "WECHAT_TOKEN must be 3-32 letters or digits, as the WeChat admin console accepts"
+    return OK, "token", f"WECHAT_TOKEN is set ({len(token)} characters)"
+
+
+def check_aes(config):
+    if not config.WECHAT_ENCODING_AES_KEY:
+        return INFO, "safe mode", "no WECHAT_ENCODING_AES_KEY: plaintext mode only (set it for safe/compatible mode)"
+    try:
+        aes_key(config.WECHAT_ENCODING_AES_KEY)
+    except ConfigError as exc:
+        return FAIL, "safe mode", str(exc)
+    return OK, "safe mode", f"EncodingAESKey well-formed, AppID {config.WECHAT_APPID}"
+
+
+def check_secret(config, from_environment: bool):
+    if from_environment:
+        return OK, "link key", "SECRET_KEY is set"
+    return WARN, "link key", "SECRET_KEY is not set: links sent before a restart stop working after it; set SECRET_KEY"
+
+
+def check_redis(store):
+    if store is None:
+        return INFO, "redis", "embedded mode (no REDIS_URL): one process, state in memory"
+    try:
+        return OK, "redis", f"reachable, {store.ping()}"
+    except Exception as exc:
+        return FAIL, "redis", f"{exc}: start Redis or fix REDIS_URL"
+
+
+def check_workers(config, store):
+    if store is None:
+        return INFO, "workers", "embedded mode: model calls run in the web process's own pool"
+    from rq import Queue, Worker
+
+    try:
+        workers = Worker.all(queue=Queue(config.MPBOT_QUEUE, connection=store.rq_redis))
+    except Exception as exc:
+        return FAIL, "workers", f"cannot list RQ workers: {exc}"
+    if not workers:
+        return (
+            FAIL,
+            "workers",
+            (
+                f"no RQ worker listens on queue {config.MPBOT_QUEUE!r}: start `python -m mpbot worker` "
+                "(the Procfile's worker line) with the same REDIS_URL"
+            ),
+        )
+    hosts = sorted({worker.hostname or "?" for worker in workers})
+    return OK, "workers", f"{len(workers)} RQ workers on queue {config.MPBOT_QUEUE!r} ({', '.join(hosts)})"
+
+
+def check_llm(config, timeout: float = 20.0):
+    where = config.OPENAI_BASE_URL or "OpenAI"
+    client = openai.OpenAI(
+        api_key=config.OPENAI_API_KEY or "unset",
+        base_url=config.OPENAI_BASE_URL or None,
+        timeout=timeout,
+        max_retries=0,
+    )
+    started = time.monotonic()
+    try:
+        client.chat.completions.create(
+            model=config.MPBOT_MODEL, messages=[{"role": "user", "content": "ping"}], max_tokens=1
+        )
+    except Exception as exc:
+        error = llm_error(exc)
+        fix = _FIXES.get(error.kind, "the endpoint failed")
+        return FAIL, "model", f"{config.MPBOT_MODEL} at {where}: {error.detail or error.kind}; {fix}"
+    finally:
+        client.close()
+    return OK, "model", f"{config.MPBOT_MODEL} at {where} answered a one-token request in {_ms(started)} ms"
+
+
+def check_public_url(config, timeout: float = 5.0):
+    url = f"{config.PUBLIC_URL}/healthz"
+    started = time.monotonic()
+    try:
+        with urllib.request.urlopen(http_only(url), timeout=timeout) as response:  # noqa: S310 (http_only checked it)
+            body = response.read(200).decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        return FAIL, "public url", f"{url} answered HTTP {exc.code}: links in replies lead to an error there"
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return (
+            FAIL,
+            "public url",
+            (f"{url} does not answer ({reason}): set PUBLIC_URL to the address subscribers' phones reach this bot at"),
+        )
+    if not body.startswith("ok"):
+        return WARN, "public url", f"{url} answered, but not as mpbot does ({body[:40]!r})"
+    return OK, "public url", f"{config.PUBLIC_URL} answers ({_ms(started)} ms)"
+
+
+def _ms(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
+
+
+def run_checks(config, from_environment: bool):
+    """Every check, in order, as a generator (so a caller can show each as it finishes)."""
+    from .store import RedisStore
+
+    yield check_token(config)
+    yield check_aes(config)
+    yield check_secret(config, from_environment)
+    store = None if config.embedded else RedisStore(config)
+    try:
+        redis = check_redis(store)
+        yield redis
+        if redis[0] == FAIL:
+            yield INFO, "workers", "not checked: Redis is unreachable"
+        else:
+            yield check_workers(config, store)
+    finally:
+        if store is not None:
+            store.close()
+    yield check_llm(config)
+    yield check_public_url(config)
