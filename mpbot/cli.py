@@ -193,7 +193,9 @@ def chat(args) -> int:
 
     overrides = {"WECHAT_TOKEN": args.token} if args.token else {}
     if args.aes_key is not None:
-        overrides.update(WECHAT_ENCODING_AES_KEY=args.aes_key, WECHAT_APPID=args.appid or "wxmpbotchat")
+        overrides["WECHAT_ENCODING_AES_KEY"] = args.aes_key
+    if args.appid is not None:
+        overrides["WECHAT_APPID"] = args.appid
     config = _settings(overrides)
     if config is None:
         return 2
@@ -202,7 +204,7 @@ def chat(args) -> int:
         url,
         config.WECHAT_TOKEN,
         config.WECHAT_ENCODING_AES_KEY,
-        args.appid or config.WECHAT_APPID,
+        config.WECHAT_APPID,
         user=args.user,
         timeout=args.wechat_timeout,
     )
@@ -237,12 +239,15 @@ def chat(args) -> int:
         return send(args.send)
     mode = "safe mode" if config.WECHAT_ENCODING_AES_KEY else "plaintext"
     print(f"Playing WeChat against {url} as subscriber {args.user!r} ({mode}). Type a message; Ctrl-D quits.")
+    typed = sys.stdin.isatty()
     while True:
         try:
             text = input("you> ")
         except (EOFError, KeyboardInterrupt):
             print()
             return 0
+        if not typed:  # piped in: show the message, as a terminal would have
+            print(text)
         if text.strip():
             send(text)
 

@@ -59,6 +59,21 @@ def test_chat_send_shows_each_delivery_and_the_reply_and_exits_0(bot, fake_llm):
     assert fake_llm.calls_for("慢一点") == 1
 
 
+def test_chat_reads_messages_one_per_line(bot, fake_llm):
+    result = subprocess.run(
+        [sys.executable, "-m", "mpbot", "chat", "--url", f"{bot.url}/wechat", "--token", TOKEN, "--user", "piped"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": ROOT},
+        input="/chatgpt\n你好\n",
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0
+    assert "you> 你好\n  delivery 1/3: answered in" in result.stdout
+    assert result.stdout.rstrip().endswith("> 答：你好\nyou>")
+
+
 def test_chat_speaks_safe_mode(make_bot, fake_llm):
     bot = make_bot(aes_key=AES_KEY, appid=APPID)
     args = ("--aes-key", AES_KEY, "--appid", APPID, "--send")
