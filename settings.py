@@ -91,6 +91,23 @@ MPBOT_EVENT_TTL = 600
 # How long the counters behind /metrics are kept after their last change.
 MPBOT_METRICS_TTL = 90 * 24 * 3600
 
+# --- Abuse --------------------------------------------------------------------------------------
+
+# A signed POST whose timestamp is further than this from the server's clock (seconds) is refused:
+# a recorded request cannot be played again later.
+MPBOT_MAX_CLOCK_SKEW = 300
+# Questions one subscriber may ask per MPBOT_RATE_WINDOW seconds (commands and fetching answers
+# do not count); 0 turns the limit off.
+MPBOT_RATE_LIMIT = 6
+MPBOT_RATE_WINDOW = 60
+# Words (matched ignoring case) that make a question or an answer unwelcome: the subscriber reads
+# TEXTS["banned"] instead, and the page shows no text of such an answer.
+MPBOT_BANNED_WORDS = []
+# A moderation API to ask as well: "package.module:function", called as function(text, kind)
+# with kind "question" or "answer", returning True to allow. If it raises, the text is refused.
+# With a hook set, answers are not streamed: the text appears once the hook has allowed it.
+MPBOT_MODERATION_HOOK = ""
+
 # --- Replies ------------------------------------------------------------------------------------
 
 # A text reply must stay under 2048 bytes of UTF-8.
@@ -148,6 +165,8 @@ TEXTS = {
     "note_hint": "\n\n——发送 {start} 开始新的对话。",
     "nothing_more": "没有需要继续看的回答了，请直接发送问题。",
     "too_many": "前面还有几个问题在排队，请等它们回答完再提问。",
+    "rate_limited": "提问太快啦，请稍等一分钟再发送。",
+    "banned": "抱歉，这个话题暂时无法讨论，换个问题试试吧。",
     "gone": "这个回答已过期。请重新发送问题。",
     "history": '<a href="{url}">点此查看本次对话的全部问答</a>',
     "voice_unrecognised": "没有听清这段语音，请打字发送问题。",
@@ -159,6 +178,7 @@ TEXTS = {
     "error_refused": "抱歉，这个问题暂时无法回答，换个问题试试吧。",
     "error_empty": "抱歉，AI 没有给出回答，请换个说法再试。",
     "error_cancelled": "这个问题在对话结束时取消了，没有回答。",
+    "error_banned": "抱歉，这个话题暂时无法讨论，换个问题试试吧。",
     # Added to an answer the model stopped at its token limit (MPBOT_MAX_TOKENS or its own).
     "cut_by_length": "\n\n（回答太长，到这里被截断了。发送「接着写」可以让 AI 接着回答。）",
     # The answer page.

@@ -8,7 +8,7 @@ Each MsgId that asks the model has a stream of events, appended in this order:
 - ``{"state": "delta", "text": t}``: more of the answer (think blocks already removed); rarely
   ``{"state": "snapshot", "text": t}``, the whole text so far, when it did not simply grow.
 - one final event: ``{"state": "done", "text": full}`` or ``{"state": "error", "kind": k}``
-  (after which the text so far is still what was streamed).
+  (after which the text so far is still what was streamed, except for ``banned``: withdrawn).
 """
 
 from dataclasses import dataclass, field
@@ -61,6 +61,8 @@ class Answer:
             self.final = event
             if state == "done":
                 self.text = event.get("text", "")
+            elif event.get("kind") == "banned":
+                self.text = ""  # withdrawn: nothing of it is shown anywhere
 
 
 def fold(events) -> Answer:

@@ -13,6 +13,7 @@ import werobot
 from . import metrics
 from .errors import StoreError
 from .logs import user_tag
+from .moderation import Moderator
 from .sessions import Commands
 from .wechat import text_reply
 
@@ -27,6 +28,7 @@ class Bot:
         self.reader = reader
         self.links = links
         self.commands = Commands(config)
+        self.moderator = Moderator(config)
         self.robot = werobot.WeRoBot(token=config.WECHAT_TOKEN, SESSION_STORAGE=False)
         self.robot.text(self._guard(self.on_text))
         self.robot.voice(self._guard(self.on_voice))
@@ -79,7 +81,11 @@ class Bot:
             if command:
                 reply = self.commands.run(command, self.store, self.reader, self.links, openid)
                 return self.reader.plan_text(openid, msgid, reply)
-            return self.reader.plan_read(openid, msgid, text.strip(), self.store.touch_session(openid))
+            sid = self.store.touch_session(openid)
+            refusal = self._refusal(openid, text) if sid is not None else None
+            if refusal is not None:
+                return self.reader.plan_text(openid, msgid, self.config.text(refusal))
+            return self.reader.plan_read(openid, msgid, text.strip(), sid)
 
         started = time.monotonic()
         n, outcome, reply = self.window.deliver(openid, msgid, first)
@@ -93,6 +99,17 @@ class Bot:
             (time.monotonic() - started) * 1000,
         )
         return None if reply is None else text_reply(message, reply)
+
+    def _refusal(self, openid: str, question: str) -> str | None:
+        """Why a question in a session is not taken (a TEXTS name), or None to take it."""
+        if not self.moderator.allowed(question, "question"):
+            log.info("question refused by moderation for user=%s", user_tag(openid))
+            return "banned"
+        limit = self.config.MPBOT_RATE_LIMIT
+        if limit and self.store.take_rate(openid, int(self.config.MPBOT_RATE_WINDOW)) > limit:
+            log.info("question refused by the rate limit for user=%s", user_tag(openid))
+            return "rate_limited"
+        return None
 
     # --- events ----------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from .errors import LLMError, StoreError
 from .formatting import strip_think
 from .llm import LLM, build_messages
 from .logs import user_tag
+from .moderation import Moderator
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +30,9 @@ class Streamer:
     first chunk at once), as the part that is new since the last write, reasoning in ``<think>``
     left out. The final event carries the whole text, so nothing held back here is lost."""
 
-    def __init__(self, store, msgid: str, interval: float) -> None:
+    def __init__(self, store, msgid: str, interval: float, moderator=None) -> None:
         self.store = store
+        self.moderator = moderator
         self.msgid = msgid
         self.interval = interval
         self.written = ""
@@ -44,6 +46,11 @@ class Streamer:
         text = strip_think(raw)
         if text and self.first_text_at is None:
             self.first_text_at = now
+        if self.moderator is not None:
+            if self.moderator.has_banned_word(text):
+                raise LLMError("banned", "a banned word in the answer")
+            if self.moderator.hook is not None:
+                return  # nothing is shown before the hook has allowed the whole answer
         if text.startswith(self.written):
             if len(text) > len(self.written):
                 self.store.publish(self.msgid, {"state": "delta", "text": text[len(self.written) :]})
@@ -56,7 +63,8 @@ def run_answer(config, store, llm, reader, msgid: str, sid: str, question: str, 
     """Answer one question. Always ends the answer's stream with a final event, so no delivery or
     page waits for an answer that will never come, then starts the subscriber's next question."""
     started = time.monotonic()
-    streamer = Streamer(store, msgid, config.MPBOT_STREAM_INTERVAL)
+    moderator = Moderator(config)
+    streamer = Streamer(store, msgid, config.MPBOT_STREAM_INTERVAL, moderator)
     llm_started = llm_ended = None
     try:
         try:
@@ -69,6 +77,8 @@ def run_answer(config, store, llm, reader, msgid: str, sid: str, question: str, 
             metrics.observe(store, "llm_seconds", llm_ended - llm_started)
             if streamer.first_text_at is not None:
                 metrics.observe(store, "llm_first_text_seconds", streamer.first_text_at - llm_started)
+            if not moderator.allowed(text, "answer"):
+                raise LLMError("banned", "moderation refused the answer")
             event = {"state": "done", "text": text}
         except LLMError as exc:
             llm_ended = time.monotonic()

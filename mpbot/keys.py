@@ -12,6 +12,7 @@ each job (see ``jobs.py``).
 | {p}:session:{openid}        | string | the id of the subscriber's chat session                 | MPBOT_SESSION_TTL |
 | {p}:history:{sid}           | list   | the session's question/answer turns (JSON)              | MPBOT_SESSION_TTL |
 | {p}:event:{openid}:{time}   | string | an event already handled (FromUserName+CreateTime)      | MPBOT_EVENT_TTL   |
+| {p}:rate:{openid}           | string | questions asked in the current rate window (INCR)       | MPBOT_RATE_WINDOW |
 | {p}:metrics                 | hash   | counters shown at /metrics (metrics.py)                 | MPBOT_METRICS_TTL |
 | {p}:health                  | string | written by /healthz to prove the store writes           | 60 s              |
 """
@@ -40,6 +41,9 @@ class Keys:
 
     def event(self, openid: str, create_time: str) -> str:
         return f"{self.prefix}:event:{openid}:{create_time}"
+
+    def rate(self, openid: str) -> str:
+        return f"{self.prefix}:rate:{openid}"
 
     def metrics(self) -> str:
         return f"{self.prefix}:metrics"

@@ -148,6 +148,14 @@ class RedisStore:
 
         return self._call(self.redis.transaction, transaction, key, value_from_callable=True)
 
+    def take_rate(self, openid: str, window: int) -> int:
+        """Count one question in the subscriber's current window; the count so far."""
+        key = self.keys.rate(openid)
+        pipe = self.redis.pipeline()
+        pipe.incr(key)
+        pipe.expire(key, window, nx=True)
+        return self._call(pipe.execute)[0]
+
     def add_metrics(self, amounts: dict[str, float]) -> None:
         key = self.keys.metrics()
         pipe = self.redis.pipeline(transaction=False)
@@ -287,6 +295,15 @@ class MemoryStore:
             # Stored as JSON, as in Redis, so no caller can keep a reference into it.
             self._set(("r", openid), json.dumps(state), self.answer_ttl)
             return result
+
+    def take_rate(self, openid: str, window: int) -> int:
+        with self._lock:
+            n = (self._get(("rate", openid)) or 0) + 1
+            if n == 1:
+                self._set(("rate", openid), n, window)
+            else:
+                self._data[("rate", openid)] = (n, self._data[("rate", openid)][1])
+            return n
 
     def add_metrics(self, amounts: dict[str, float]) -> None:
         with self._lock:

@@ -11,6 +11,7 @@ import hmac
 import json
 import logging
 import os
+import time
 
 from bottle import Bottle, HTTPResponse, request
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -68,6 +69,13 @@ def _read_body(limit: int) -> bytes:
     return body
 
 
+def _fresh(timestamp: str, skew: float) -> bool:
+    """Whether a signed request's timestamp is close enough to now (``skew`` 0: any is)."""
+    if not skew:
+        return True
+    return timestamp.isdigit() and len(timestamp) < 12 and abs(time.time() - int(timestamp)) <= skew
+
+
 def _cursor_ok(cursor: str) -> bool:
     """A cursor as the stores make them: a Redis stream id or an event count."""
     left, _, right = cursor.partition("-")
@@ -97,6 +105,8 @@ def create_app(overrides=None) -> Bottle:
         query = request.query
         if not signature_ok(config.WECHAT_TOKEN, query.timestamp, query.nonce, query.signature):
             return refuse(Forbidden("signature does not match WECHAT_TOKEN"))
+        if request.method == "POST" and not _fresh(query.timestamp, config.MPBOT_MAX_CLOCK_SKEW):
+            return refuse(Forbidden(f"timestamp {query.timestamp[:20]!r} is over {config.MPBOT_MAX_CLOCK_SKEW} s away"))
         if request.method == "GET":
             if not query.echostr:
                 return refuse(BadRequest("URL check without echostr"))
