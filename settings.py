@@ -25,9 +25,12 @@ OPENAI_API_KEY = ""
 OPENAI_BASE_URL = ""
 # The model name the endpoint knows.
 MPBOT_MODEL = "gpt-4o-mini"
-# Seconds one model call may take before it counts as failed (the answer page can wait longer
-# than the chat, so this is well past WeChat's 15 s).
+# Seconds one answer may take in all, retries included, before it counts as failed (the answer
+# page can wait longer than the chat, so this is well past WeChat's 15 s). A hung call is cut here.
 MPBOT_LLM_TIMEOUT = 120.0
+# Times a failed model call (429, 5xx, connection refused, a stream broken off) is tried again,
+# after 0.5, 1, 2, ... s or the endpoint's Retry-After, while MPBOT_LLM_TIMEOUT allows.
+MPBOT_LLM_RETRIES = 3
 # Upper bound on the answer's length in tokens; 0 leaves it to the endpoint.
 MPBOT_MAX_TOKENS = 0
 # The system prompt sent first with every question.

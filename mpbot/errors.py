@@ -31,6 +31,7 @@ class LLMError(MpbotError):
         super().__init__(f"{kind}: {detail}" if detail else kind)
         self.kind = kind
         self.detail = detail
+        self.retry_after: float | None = None  # seconds the endpoint asked to wait, if it did
 
 
 class BadRequest(MpbotError):

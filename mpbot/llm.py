@@ -5,6 +5,8 @@ sentence for (``TEXTS["error_<kind>"]``, or ``TEXTS["error"]``; see errors.py).
 """
 
 import logging
+import random
+import threading
 import time
 
 import openai
@@ -30,8 +32,24 @@ def build_messages(system: str, history: list[dict[str, str]], question: str, bu
     return [*messages, *turns, {"role": "user", "content": question}]
 
 
+RETRYABLE = ("rate_limited", "unavailable", "unreachable")
+
+
+def _retry_after(exc: Exception) -> float | None:
+    try:
+        return float(exc.response.headers.get("retry-after"))
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
 def llm_error(exc: Exception) -> LLMError:
     """The ``LLMError`` an exception from the OpenAI client (or its HTTP library) stands for."""
+    error = _llm_error(exc)
+    error.retry_after = _retry_after(exc)
+    return error
+
+
+def _llm_error(exc: Exception) -> LLMError:
     if isinstance(exc, openai.APITimeoutError):
         return LLMError("timeout", str(exc))
     if isinstance(exc, openai.APIConnectionError):
@@ -53,25 +71,52 @@ class LLM:
         self.model = config.MPBOT_MODEL
         self.max_tokens = config.MPBOT_MAX_TOKENS or None
         self.timeout = config.MPBOT_LLM_TIMEOUT
+        self.retries = config.MPBOT_LLM_RETRIES
         self.length_note = config.text("cut_by_length")
         self.client = openai.OpenAI(
             # Local endpoints (Ollama, vLLM) take any key; the client insists on one.
             api_key=config.OPENAI_API_KEY or "unset",
             base_url=config.OPENAI_BASE_URL or None,
             timeout=config.MPBOT_LLM_TIMEOUT,
-            max_retries=1,
+            max_retries=0,  # complete() retries, within the answer's deadline
         )
 
     def complete(self, messages: list[dict[str, str]], on_text=None) -> str:
-        """The answer, streamed: ``on_text`` gets the raw text so far as it grows. The call as a
-        whole is bounded by ``MPBOT_LLM_TIMEOUT``, checked as chunks arrive (a stream that stalls
-        ends at the client's read timeout, of the same length)."""
+        """The answer, streamed: ``on_text`` gets the raw text so far as it grows.
+
+        A 429, a 5xx, a refused connection or a stream that breaks off is tried again, after
+        0.5, 1, 2, ... s (or the endpoint's Retry-After), up to ``MPBOT_LLM_RETRIES`` times, as
+        long as ``MPBOT_LLM_TIMEOUT`` (the deadline for the whole answer) allows. A call that
+        hangs is cut at the deadline, so a job never outlives its RQ job timeout.
+        """
         deadline = time.monotonic() + self.timeout
+        attempt = 0
+        while True:
+            try:
+                return self._attempt(messages, on_text, deadline)
+            except LLMError as exc:
+                attempt += 1
+                if exc.kind not in RETRYABLE or attempt > self.retries:
+                    raise
+                pause = exc.retry_after if exc.retry_after is not None else 0.5 * 2 ** (attempt - 1)
+                pause *= 1 if exc.retry_after is not None else 0.75 + random.random() / 2
+                if time.monotonic() + pause >= deadline - 0.5:
+                    raise
+                log.info("model call failed (%s), trying again in %.1f s (retry %d)", exc.kind, pause, attempt)
+                time.sleep(pause)
+
+    def _attempt(self, messages, on_text, deadline: float) -> str:
         raw, finish_reason, refusal = "", None, ""
+        remaining = deadline - time.monotonic()
+        watchdog = None
         try:
             stream = self.client.chat.completions.create(
-                model=self.model, messages=messages, max_tokens=self.max_tokens, stream=True
+                model=self.model, messages=messages, max_tokens=self.max_tokens, stream=True, timeout=remaining
             )
+            # A stream that stalls is closed at the deadline, whatever the read timeout.
+            watchdog = threading.Timer(max(deadline - time.monotonic(), 0), stream.close)
+            watchdog.daemon = True
+            watchdog.start()
             with stream:
                 for chunk in stream:
                     if time.monotonic() > deadline:
@@ -91,7 +136,14 @@ class LLM:
         except (LLMError, StoreError):  # ours: the deadline, or on_text could not store the text
             raise
         except Exception as exc:  # the API's errors, or the stream broke off after it began
+            if time.monotonic() >= deadline - 0.05:
+                raise LLMError("timeout", f"no complete answer in {self.timeout:g} s") from exc
             raise llm_error(exc) from exc
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+        if finish_reason is None and time.monotonic() >= deadline - 0.05:
+            raise LLMError("timeout", f"no complete answer in {self.timeout:g} s")
         if finish_reason == "content_filter" or refusal:
             raise LLMError("refused", refusal or "content_filter")
         text = strip_think(raw)

@@ -27,6 +27,9 @@ SHARED = {
     "OPENAI_API_KEY": "sk-test",
     "MPBOT_MODEL": "fake-model",
     "MPBOT_LLM_TIMEOUT": 20.0,
+    # One retry (after 0.5 s): three, with their 0.5 + 1 + 2 s of backoff, do not fit the tests'
+    # five-times-faster window; test_faults shows them with the default.
+    "MPBOT_LLM_RETRIES": 1,
     "MPBOT_CONTEXT_CHARS": 200,
     "PUBLIC_URL": "https://bot.example.com",
 }

@@ -10,7 +10,7 @@ import struct
 import threading
 import time
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -37,6 +37,8 @@ class Rule:
     pieces: int = 1  # a streamed answer comes in this many pieces...
     piece_delay: float = 0.0  # ...this far apart
     break_after: int | None = None  # the connection drops after this many pieces
+    failures: int | None = None  # only the first this many calls fail (status, break_after); None: all
+    retry_after: float | None = None  # sent as Retry-After with a failing status
 
     def split(self, content: str) -> list[str]:
         size = -(-len(content) // self.pieces) if content else 1
@@ -83,8 +85,11 @@ class FakeLLM:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 question = body["messages"][-1]["content"]
                 with fake.lock:
+                    index = sum(1 for call in fake.calls if call["messages"][-1]["content"] == question)
                     fake.calls.append(body)
                     rule = fake.rules.get(question, fake.default)
+                    if rule.failures is not None and index >= rule.failures:
+                        rule = replace(rule, status=200, break_after=None)
                     entry = [question, time.monotonic(), None]
                     fake.timeline.append(entry)
                 try:
@@ -96,7 +101,8 @@ class FakeLLM:
                 time.sleep(rule.latency)
                 if rule.status != 200:
                     payload = {"error": {"message": f"fake failure {rule.status}", "type": "server_error"}}
-                    self._send(rule.status, payload)
+                    headers = {} if rule.retry_after is None else {"Retry-After": f"{rule.retry_after:g}"}
+                    self._send(rule.status, payload, headers)
                     return
                 content = f"答：{question}" if rule.content is None else rule.content
                 if body.get("stream"):
@@ -159,10 +165,12 @@ class FakeLLM:
                     pass  # the client gave up (a timeout test)
                 self.close_connection = True
 
-            def _send(self, status, payload):
+            def _send(self, status, payload, headers=None):
                 data = json.dumps(payload).encode()
                 try:
                     self.send_response(status)
+                    for name, value in (headers or {}).items():
+                        self.send_header(name, value)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(data)))
                     self.send_header("Connection", "close")

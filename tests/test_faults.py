@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from conftest import FAST, SHARED
-from fakes import WeChat, free_port, serve, text_xml
+from fakes import Rule, WeChat, free_port, serve, text_xml
 from mpbot.web import create_app
 
 
@@ -69,3 +69,82 @@ def test_redis_down_gives_an_apology_and_a_503_health_then_recovers(own_redis, f
         server.shutdown()
         server.server_close()
         app.mpbot.close()
+
+
+# --- the model endpoint fails or hangs ---------------------------------------------------------
+
+
+def in_session(wechat):
+    assert "对话已开始" in wechat.say("/chatgpt")
+
+
+def test_a_server_error_is_retried_and_the_answer_still_arrives_once(bot, fake_llm):
+    in_session(bot)
+    fake_llm.rules["不稳定"] = Rule(status=503, failures=1)
+    assert bot.say("不稳定") == "答：不稳定"
+    assert fake_llm.calls_for("不稳定") == 2
+
+
+def test_retries_back_off_and_a_late_answer_still_reaches_the_chat(make_bot, fake_llm, mode):
+    if mode == "redis":
+        pytest.skip("the workers' retries are set at their start; embedded covers the backoff")
+    wechat = make_bot(MPBOT_LLM_RETRIES=3)
+    in_session(wechat)
+    fake_llm.rules["很不稳定"] = Rule(status=503, failures=3)
+    assert "回答还在生成中" in wechat.say("很不稳定")  # 0.5 + 1 + 2 s of backoff: past the window
+    time.sleep(1.5)
+    assert wechat.say("继续") == "答：很不稳定"
+    starts = [entry[1] for entry in fake_llm.timeline if entry[0] == "很不稳定"]
+    gaps = [later - earlier for earlier, later in zip(starts, starts[1:], strict=False)]
+    assert len(starts) == 4
+    assert gaps[0] >= 0.37 and gaps[1] >= 0.75 and gaps[2] >= 1.5, gaps
+
+
+def test_a_rate_limit_is_retried_after_the_time_the_endpoint_asks_for(bot, fake_llm):
+    in_session(bot)
+    fake_llm.rules["限流"] = Rule(status=429, failures=1, retry_after=1)
+    started = time.monotonic()
+    assert bot.say("限流") == "答：限流"
+    assert fake_llm.calls_for("限流") == 2
+    (first, _), (second, _) = [(entry[1], entry[2]) for entry in fake_llm.timeline if entry[0] == "限流"]
+    assert second - first >= 1.0
+    assert time.monotonic() - started < 2.8
+
+
+def test_a_stream_broken_off_is_asked_again_and_the_page_holds_one_whole_answer(bot, fake_llm):
+    in_session(bot)
+    answer = "第一句。第二句。第三句。第四句。"
+    fake_llm.rules["断流"] = Rule(content=answer, pieces=4, piece_delay=0.1, break_after=2, failures=1)
+    msgid = bot.new_msgid()
+    log = bot.deliver(text_xml("断流", msgid))
+    assert bot.reply_text(log[-1].body) == answer
+    page = requests.get(f"{bot.url}/answer/{bot.app.mpbot.links.token(str(msgid))}", timeout=5)
+    assert page.text.count("第一句。") == 1
+
+
+def test_an_endpoint_that_keeps_failing_gets_a_clear_sentence_within_the_deadline(make_bot, fake_llm, mode):
+    if mode == "redis":
+        pytest.skip("the workers' deadline is set at their start; embedded covers it")
+    wechat = make_bot(MPBOT_LLM_TIMEOUT=2.0)
+    in_session(wechat)
+    fake_llm.rules["一直坏"] = Rule(status=500)
+    started = time.monotonic()
+    assert "回答出错" in wechat.say("一直坏")
+    assert time.monotonic() - started < 2.6
+    assert 2 <= fake_llm.calls_for("一直坏") <= 4
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [Rule(latency=30), Rule(content="开头。后面永远不来。", pieces=2, piece_delay=30)],
+    ids=["no first byte", "stream stalls after the first piece"],
+)
+def test_a_hung_call_is_cut_at_the_deadline(make_bot, fake_llm, mode, rule):
+    if mode == "redis":
+        pytest.skip("the workers' deadline is set at their start; embedded covers it")
+    wechat = make_bot(MPBOT_LLM_TIMEOUT=1.5)
+    in_session(wechat)
+    fake_llm.rules["卡住"] = rule
+    started = time.monotonic()
+    assert "超时" in wechat.say("卡住")
+    assert time.monotonic() - started < 2.5, "the reply comes at the deadline, not at a read timeout"
