@@ -57,6 +57,9 @@ MPBOT_KEY_PREFIX = "mpbot"
 # RQ worker processes `python -m mpbot worker` starts on one host; each runs one model call at a
 # time, so all hosts together need about (messages per second x seconds per answer) of them.
 MPBOT_RQ_WORKERS = 8
+# Seconds between RQ's registry maintenance passes: the pass that finds the job of a worker that
+# was killed (once its heartbeat lapsed, about 90 s after) and runs it again on another worker.
+MPBOT_RQ_MAINTENANCE = 15
 # Threads of the in-process pool that runs model calls in embedded mode.
 MPBOT_EMBEDDED_WORKERS = 32
 # Threads per gunicorn web process: each holds one waiting delivery for up to ~5 s.

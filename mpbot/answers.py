@@ -4,7 +4,8 @@ Each MsgId that asks the model has a stream of events, appended in this order:
 
 - ``{"state": "question", "text": q, "queued": bool}``: written when the question is taken;
   ``queued`` when it waits for the subscriber's previous answer.
-- ``{"state": "started"}``: the model call began.
+- ``{"state": "started"}``: the model call began (again, if a worker died: the text so far
+  starts over).
 - ``{"state": "delta", "text": t}``: more of the answer (think blocks already removed); rarely
   ``{"state": "snapshot", "text": t}``, the whole text so far, when it did not simply grow.
 - one final event: ``{"state": "done", "text": full}`` or ``{"state": "error", "kind": k}``
@@ -53,6 +54,7 @@ class Answer:
             self.queued = bool(event.get("queued"))
         elif state == "started":
             self.started = True
+            self.text = ""
         elif state == "delta":
             self.text += event.get("text", "")
         elif state == "snapshot":

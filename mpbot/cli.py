@@ -111,7 +111,6 @@ def worker(args) -> int:
     setup_logging()
     from redis import Redis
     from rq.serializers import JSONSerializer
-    from rq.worker import SimpleWorker
     from rq.worker_pool import WorkerPool
 
     try:
@@ -124,7 +123,7 @@ def worker(args) -> int:
         return 2
     # Imported here, before the pool forks its workers, so that no worker pays for the imports
     # (about half a second for openai) on its first job.
-    from . import jobs  # noqa: F401
+    from . import jobs
 
     # No socket_timeout here: a worker blocks on the queue far longer than any web-side read.
     connection = Redis.from_url(config.REDIS_URL)
@@ -132,7 +131,7 @@ def worker(args) -> int:
         [config.MPBOT_QUEUE],
         connection=connection,
         num_workers=args.num or config.MPBOT_RQ_WORKERS,
-        worker_class=SimpleWorker,
+        worker_class=jobs.Worker,
         serializer=JSONSerializer,
     )
     pool.start(burst=args.burst, logging_level=os.environ.get("MPBOT_LOG_LEVEL", "INFO").upper())

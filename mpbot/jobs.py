@@ -10,10 +10,11 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from rq import Queue
+from rq import Callback, Queue, Retry
 from rq.exceptions import DuplicateJobError
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
+from rq.worker import SimpleWorker
 
 from . import metrics
 from .errors import LLMError, StoreError
@@ -62,6 +63,12 @@ class Streamer:
 def run_answer(config, store, llm, reader, msgid: str, sid: str, question: str, openid: str | None) -> None:
     """Answer one question. Always ends the answer's stream with a final event, so no delivery or
     page waits for an answer that will never come, then starts the subscriber's next question."""
+    if store.answer(msgid).final is not None:
+        # A retry of a job whose answer was written after all (RQ retries jobs it thinks died).
+        log.warning("job msgid=%s outcome=already_answered: not asking the model again", msgid)
+        if openid is not None:
+            reader.finished(openid, msgid)
+        return
     started = time.monotonic()
     moderator = Moderator(config)
     streamer = Streamer(store, msgid, config.MPBOT_STREAM_INTERVAL, moderator)
@@ -135,6 +142,39 @@ def answer(msgid: str, sid: str, question: str, openid: str | None = None) -> No
     run_answer(*_worker_services(), msgid, sid, question, openid)
 
 
+def answer_failed(job, connection, exc_type, exc_value, traceback) -> None:
+    """RQ's failure callback: the job died without ending its answer (its worker was killed and
+    it has no retry left, or it raised past run_answer). End the answer, so no page or delivery
+    waits for it, and let the subscriber's next question start."""
+    if job.retries_left:  # RQ calls this before it retries: the job runs again, let it
+        return
+    config, store, _llm, reader = _worker_services()
+    msgid, _sid, _question, *rest = job.args
+    if store.answer(msgid).final is None:
+        log.error("job msgid=%s outcome=died (%s): the answer is marked failed", msgid, exc_type.__name__)
+        store.publish(msgid, {"state": "error", "kind": "internal"})
+    if rest and rest[0]:
+        reader.finished(rest[0], msgid)
+
+
+class Worker(SimpleWorker):
+    """RQ's in-process worker, with registry maintenance every ``MPBOT_RQ_MAINTENANCE`` seconds
+    (RQ's default is 10 minutes): that pass is what finds the job of a worker that was killed and
+    runs it again on another worker."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        from .config import load_config
+
+        kwargs.setdefault("maintenance_interval", int(load_config().MPBOT_RQ_MAINTENANCE))
+        super().__init__(*args, **kwargs)
+
+    @property
+    def dequeue_timeout(self) -> int:
+        # An idle worker blocks on the queue this long (RQ: worker_ttl - 15 = 405 s) before it
+        # looks at the maintenance clock again.
+        return max(1, min(self.worker_ttl - 15, int(self.maintenance_interval)))
+
+
 class RQRunner:
     """Enqueues one job per MsgId; RQ refuses a second job with the same id atomically."""
 
@@ -159,6 +199,10 @@ class RQRunner:
                 # RQ logs the description; the default one would put the question in the logs.
                 description=f"answer MsgId {msgid}",
                 unique=True,
+                # A worker killed mid-job: RQ runs it once more (run_answer skips an answer that
+                # exists), then gives up and answer_failed ends the answer.
+                retry=Retry(max=1),
+                on_failure=Callback("mpbot.jobs.answer_failed"),
                 **self.options,
             )
         except DuplicateJobError:

@@ -53,7 +53,8 @@ class FakeLLM:
     rules: dict[str, Rule] = field(default_factory=dict)
     default: Rule = field(default_factory=Rule)
     calls: list[dict] = field(default_factory=list)
-    # (question, started, ended) per call, in time.monotonic() seconds; ended is None until then.
+    # [question, started, ended, answered] per call, in time.monotonic() seconds; ended is None
+    # until then; answered is whether a whole answer was written back (not an error, not cut off).
     timeline: list[list] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -66,7 +67,7 @@ class FakeLLM:
 
     def span(self, question: str) -> tuple[float, float | None]:
         with self.lock:
-            return next(tuple(entry[1:]) for entry in self.timeline if entry[0] == question)
+            return next((entry[1], entry[2]) for entry in self.timeline if entry[0] == question)
 
     def calls_for(self, question: str) -> int:
         with self.lock:
@@ -90,12 +91,13 @@ class FakeLLM:
                     rule = fake.rules.get(question, fake.default)
                     if rule.failures is not None and index >= rule.failures:
                         rule = replace(rule, status=200, break_after=None)
-                    entry = [question, time.monotonic(), None]
+                    entry = [question, time.monotonic(), None, False]
                     fake.timeline.append(entry)
+                self.answered = False
                 try:
                     self._answer(body, rule, question)
                 finally:
-                    entry[2] = time.monotonic()
+                    entry[2], entry[3] = time.monotonic(), self.answered
 
             def _answer(self, body, rule, question):
                 time.sleep(rule.latency)
@@ -161,6 +163,7 @@ class FakeLLM:
                     write(b"data: [DONE]\n\n")
                     self.wfile.write(b"0\r\n\r\n")
                     self.wfile.flush()
+                    self.answered = True
                 except OSError:
                     pass  # the client gave up (a timeout test)
                 self.close_connection = True
@@ -176,6 +179,7 @@ class FakeLLM:
                     self.send_header("Connection", "close")
                     self.end_headers()
                     self.wfile.write(data)
+                    self.answered = status == 200
                 except OSError:
                     pass  # the client gave up (a timeout test)
                 self.close_connection = True

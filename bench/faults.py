@@ -1,0 +1,381 @@
+"""Fault injection against the real processes; prints what was injected and what was lost.
+
+    python bench/faults.py                  # every scenario (about three minutes)
+    python bench/faults.py --only sigterm   # some of them: worker-kill, redis-restart,
+                                            # web-restart, sigterm, llm-errors
+
+Each scenario starts its own stack from the Procfile's lines (gunicorn with two processes, an RQ
+worker pool), its own redis-server on a free loopback port, and a fake OpenAI-compatible model
+(tests/fakes.py), then plays WeChat against it (signed deliveries, three per message, one
+MsgId). WeChat's clock runs five times faster than the real one (a delivery is dropped after
+1 s), as in the tests. Exit code 1 when a target is missed: answers lost, a second model call
+that completed for one message, or a WeChat error shown to a subscriber.
+"""
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from types import SimpleNamespace
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
+
+import redis  # noqa: E402
+import requests  # noqa: E402
+
+from fakes import FakeLLM, Rule, WeChat, free_port, text_xml  # noqa: E402
+from mpbot.keys import Keys  # noqa: E402
+from mpbot.links import Links  # noqa: E402
+
+TOKEN = "faulttoken"  # noqa: S105 (the fake WeChat's token, for this script only)
+
+
+def procfile() -> dict[str, str]:
+    lines = {}
+    for line in open(os.path.join(ROOT, "Procfile"), encoding="utf-8"):
+        name, _, command = line.partition(":")
+        lines[name.strip()] = command.strip()
+    return lines
+
+
+class Stack:
+    """redis-server, the web (gunicorn) and the RQ workers, started and stopped at will."""
+
+    def __init__(self, llm_url: str, persist: bool = False) -> None:
+        self.dir = tempfile.mkdtemp(prefix="mpbot-faults-")
+        self.redis_port, self.web_port = free_port(), free_port()
+        self.persist = persist
+        self.redis = self.web = self.workers = None
+        self.url = f"http://127.0.0.1:{self.web_port}"
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": ROOT,
+            "WECHAT_TOKEN": TOKEN,
+            "SECRET_KEY": "fault-injection-secret",
+            "OPENAI_API_KEY": "sk-fake",
+            "OPENAI_BASE_URL": llm_url,
+            "MPBOT_MODEL": "fake",
+            "REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",
+            "PUBLIC_URL": self.url,
+            "PORT": str(self.web_port),
+            "WEB_CONCURRENCY": "2",
+            "MPBOT_WEB_THREADS": "40",
+            "MPBOT_RQ_WORKERS": "2",
+            "MPBOT_RQ_MAINTENANCE": "5",
+            "MPBOT_WECHAT_TIMEOUT": "1.0",
+            "MPBOT_DELIVERY_WAIT": "0.8",
+            "MPBOT_LLM_TIMEOUT": "20",
+            "MPBOT_LLM_RETRIES": "1",
+            "MPBOT_LOG_LEVEL": "WARNING",
+        }
+        self.log = open(os.path.join(self.dir, "processes.log"), "w")  # noqa: SIM115 (closed in stop)
+
+    def start_redis(self) -> None:
+        args = ["--port", str(self.redis_port), "--bind", "127.0.0.1", "--dir", self.dir, "--save", ""]
+        args += ["--appendonly", "yes", "--appendfsync", "always"] if self.persist else ["--appendonly", "no"]
+        self.redis = subprocess.Popen([shutil.which("redis-server"), *args], stdout=subprocess.DEVNULL)
+        client = redis.Redis(port=self.redis_port)
+        for _ in range(100):
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop_redis(self) -> None:
+        self.redis.terminate()
+        self.redis.wait(10)
+
+    def _start(self, line: str) -> subprocess.Popen:
+        command = procfile()[line]
+        return subprocess.Popen(
+            ["sh", "-c", f"exec {command}"],
+            cwd=ROOT,
+            env={**self.env, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]},
+            stdout=self.log,
+            stderr=self.log,
+            start_new_session=True,
+        )
+
+    def start_web(self) -> None:
+        self.web = self._start("web")
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if requests.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline or self.web.poll() is not None:
+                raise RuntimeError("the web process did not come up")
+            time.sleep(0.1)
+
+    def start_workers(self) -> None:
+        from rq import Worker
+
+        self.workers = self._start("worker")
+        client = redis.Redis(port=self.redis_port)
+        deadline = time.monotonic() + 30
+        while len(Worker.all(connection=client)) < 2:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the RQ workers did not start")
+            time.sleep(0.1)
+
+    def signal(self, process: subprocess.Popen, sig: int) -> None:
+        os.killpg(process.pid, sig)
+
+    def start(self) -> "Stack":
+        self.start_redis()
+        self.start_workers()
+        self.start_web()
+        return self
+
+    def stop(self) -> None:
+        for process in (self.web, self.workers):
+            if process is not None and process.poll() is None:
+                self.signal(process, signal.SIGKILL)
+                process.wait(10)
+        if self.redis is not None and self.redis.poll() is None:
+            self.stop_redis()
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def answer_of(stack: Stack, msgid: int, expected: str, wait: float = 0) -> bool:
+    """Whether the answer to ``msgid`` exists, whole, in the store (the page and the next message
+    show it from there), waiting up to ``wait`` seconds; read through the answer page's poll."""
+    links = Links(SimpleNamespace(SECRET_KEY=stack.env["SECRET_KEY"], PUBLIC_URL=stack.url, MPBOT_LINK_TTL=3600))
+    poll = f"{stack.url}/answer/{links.token(str(msgid))}/poll"
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            view = requests.get(poll, params={"after": "0-0"}, timeout=15).json()
+            if view["state"] in ("done", "error"):
+                return view["state"] == "done" and expected in view["html"]
+        except (requests.RequestException, ValueError, KeyError):
+            pass
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+
+
+def completed_calls(fake: FakeLLM, question: str) -> int:
+    """Model calls for ``question`` that delivered an answer (a call cut by a fault did not)."""
+    with fake.lock:
+        return sum(1 for entry in fake.timeline if entry[0] == question and entry[3])
+
+
+# --- scenarios ----------------------------------------------------------------------------------
+
+
+def worker_kill(fake: FakeLLM) -> dict:
+    """SIGKILL the worker pool's process running a job, mid-call."""
+    stack = Stack(fake.url).start()
+    try:
+        wechat = WeChat(stack.url, TOKEN, timeout=1.0)
+        wechat.say("/chatgpt")
+        fake.rules["被杀的问题"] = Rule(latency=6.0, content="答：被杀的问题")
+        msgid = wechat.new_msgid()
+        wechat.deliver(text_xml("被杀的问题", msgid), deliveries=1)
+        from rq import Worker
+
+        client = redis.Redis(port=stack.redis_port)
+        deadline = time.monotonic() + 10
+        victim = None
+        while victim is None and time.monotonic() < deadline:
+            for worker in Worker.all(connection=client):
+                if worker.get_current_job_id() == f"answer-{msgid}":
+                    victim = worker.pid
+            time.sleep(0.1)
+        assert victim, "no worker picked the job up"
+        os.kill(victim, signal.SIGKILL)
+        killed_at = time.monotonic()
+        arrived = answer_of(stack, msgid, "被杀的问题", wait=150)
+        recovered = time.monotonic() - killed_at
+        duplicates = max(0, completed_calls(fake, "被杀的问题") - 1)
+        return {
+            "fault": "RQ worker SIGKILLed mid-call",
+            "injected": 1,
+            "lost": 0 if arrived else 1,
+            "duplicates": duplicates,
+            "wechat_errors": 0,
+            "recovery": f"answer {recovered:.0f} s after the kill (RQ: heartbeat lapses, then a retry)",
+        }
+    finally:
+        stack.stop()
+
+
+def redis_restart(fake: FakeLLM) -> dict:
+    """Stop Redis (with AOF persistence) mid-conversation, ask while it is down, start it again."""
+    stack = Stack(fake.url, persist=True).start()
+    try:
+        wechat = WeChat(stack.url, TOKEN, timeout=1.0)
+        errors = 0
+        assert "对话已开始" in wechat.say("/chatgpt")
+        assert wechat.say("重启前") == "答：重启前"
+        stack.stop_redis()
+        down = wechat.deliver(text_xml("宕机时", wechat.new_msgid()))
+        errors += sum(1 for d in down if d.status not in (200, None)) + (down[-1].status is None)
+        apology = wechat.reply_text(down[-1].body) if down[-1].status == 200 else ""
+        stack.start_redis()
+        up_at = time.monotonic()
+        while True:
+            log = wechat.deliver(text_xml("恢复后", wechat.new_msgid()))
+            errors += (log[-1].status != 200) and 1
+            if log[-1].status == 200 and wechat.reply_text(log[-1].body) == "答：恢复后":
+                break
+            if time.monotonic() - up_at > 60:
+                return {"fault": "Redis restarted", "injected": 1, "lost": 1, "duplicates": 0, "wechat_errors": errors}
+        recovery = time.monotonic() - up_at
+        return {
+            "fault": "Redis restarted (AOF on)",
+            "injected": 1,
+            "lost": 0,
+            "duplicates": max(0, completed_calls(fake, "恢复后") - 1),
+            "wechat_errors": errors,
+            "recovery": f"{recovery:.2f} s to the first answer after Redis was back; "
+            f"session kept; while down: {apology[:12]!r}",
+        }
+    finally:
+        stack.stop()
+
+
+def web_restart(fake: FakeLLM) -> dict:
+    """SIGKILL the web between deliveries of one message; a new web takes the next delivery."""
+    stack = Stack(fake.url).start()
+    try:
+        wechat = WeChat(stack.url, TOKEN, timeout=1.0)
+        wechat.say("/chatgpt")
+        fake.rules["换进程"] = Rule(latency=1.5)
+        msgid = wechat.new_msgid()
+        first = wechat.deliver(text_xml("换进程", msgid), deliveries=1)
+        assert first[-1].status is None, "delivery 1 should have been held"
+        stack.signal(stack.web, signal.SIGKILL)
+        stack.web.wait(10)
+        stack.start_web()
+        second = wechat.post(text_xml("换进程", msgid), timeout=5)
+        got = second.status_code == 200 and wechat.reply_text(second.text) == "答：换进程"
+        return {
+            "fault": "web SIGKILLed between deliveries",
+            "injected": 1,
+            "lost": 0 if got else 1,
+            "duplicates": max(0, completed_calls(fake, "换进程") - 1),
+            "wechat_errors": 0 if second.status_code == 200 else 1,
+        }
+    finally:
+        stack.stop()
+
+
+def sigterm(fake: FakeLLM) -> dict:
+    """SIGTERM the web and the workers while a delivery waits and its job runs."""
+    stack = Stack(fake.url).start()
+    try:
+        wechat = WeChat(stack.url, TOKEN, timeout=5.0)
+        wechat.say("/chatgpt")
+        # Answered within the held delivery (1.5 s here), while both processes shut down.
+        fake.rules["正在关机"] = Rule(latency=1.2)
+        result = {}
+        msgid = wechat.new_msgid()
+        thread = threading.Thread(target=lambda: result.update(r=wechat.post(text_xml("正在关机", msgid), timeout=8)))
+        thread.start()
+        time.sleep(0.5)
+        stack.signal(stack.web, signal.SIGTERM)
+        stack.signal(stack.workers, signal.SIGTERM)
+        thread.join()
+        response = result.get("r")
+        got = (
+            response is not None and response.status_code == 200 and "答：正在关机" in wechat.reply_text(response.text)
+        )
+        exits = [stack.web.wait(15), stack.workers.wait(15)]
+        # The worker finished its job before it exited: the answer is in the store.
+        events = redis.Redis(port=stack.redis_port).xrange(Keys("mpbot").answer(str(msgid)))
+        got = got and any(b'"state": "done"' in fields[b"e"] for _id, fields in events)
+        return {
+            "fault": "SIGTERM to web and workers mid-answer",
+            "injected": 1,
+            "lost": 0 if got else 1,
+            "duplicates": max(0, completed_calls(fake, "正在关机") - 1),
+            "wechat_errors": 0 if got else 1,
+            "recovery": f"both exited (codes {exits}) after the reply",
+        }
+    finally:
+        stack.stop()
+
+
+def llm_errors(fake: FakeLLM) -> dict:
+    """The model answers 503, 429 (Retry-After) and breaks a stream, once each."""
+    stack = Stack(fake.url).start()
+    try:
+        wechat = WeChat(stack.url, TOKEN, timeout=1.0)
+        wechat.say("/chatgpt")
+        fake.rules["五百"] = Rule(status=503, failures=1)
+        fake.rules["限流"] = Rule(status=429, failures=1, retry_after=0.5)
+        fake.rules["断流"] = Rule(content="一。二。三。", pieces=3, break_after=1, failures=1)
+        lost = errors = 0
+        for question, expected in (("五百", "答：五百"), ("限流", "答：限流"), ("断流", "一。二。三。")):
+            log = wechat.deliver(text_xml(question, wechat.new_msgid()))
+            errors += log[-1].status != 200
+            lost += log[-1].status != 200 or wechat.reply_text(log[-1].body) != expected
+        return {
+            "fault": "model 503 / 429 / broken stream",
+            "injected": 3,
+            "lost": lost,
+            "duplicates": sum(max(0, completed_calls(fake, q) - 1) for q in ("五百", "限流", "断流")),
+            "wechat_errors": errors,
+        }
+    finally:
+        stack.stop()
+
+
+SCENARIOS = {
+    "llm-errors": llm_errors,
+    "web-restart": web_restart,
+    "sigterm": sigterm,
+    "redis-restart": redis_restart,
+    "worker-kill": worker_kill,
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default=",".join(SCENARIOS), help="comma-separated scenarios")
+    args = parser.parse_args()
+    fake = FakeLLM()
+    fake.url = fake.start()
+    rows = []
+    for name in args.only.split(","):
+        fake.reset()
+        started = time.monotonic()
+        try:
+            row = SCENARIOS[name](fake)
+        except Exception as exc:  # a scenario that could not run is a miss, said plainly
+            row = {"fault": name, "injected": 0, "lost": "?", "duplicates": "?", "wechat_errors": "?"}
+            row["recovery"] = f"could not run: {exc.__class__.__name__}: {exc}"
+        row["seconds"] = time.monotonic() - started
+        rows.append(row)
+        print(
+            f"{row['fault']:<40} injected {row['injected']}  lost {row['lost']}  duplicate model calls "
+            f"{row['duplicates']}  WeChat errors {row['wechat_errors']}  ({row['seconds']:.0f} s)"
+            + (f"\n{'':<40} {row['recovery']}" if row.get("recovery") else ""),
+            flush=True,
+        )
+    total = {key: sum(r[key] for r in rows if isinstance(r[key], int)) for key in ("injected", "lost", "duplicates")}
+    errors = sum(r["wechat_errors"] for r in rows if isinstance(r["wechat_errors"], int))
+    unknown = any(not isinstance(r["lost"], int) for r in rows)
+    print(
+        f"\nfaults injected {total['injected']}, answers lost {total['lost']} (target 0), duplicate model calls "
+        f"{total['duplicates']} (target 0), WeChat errors {errors} (target 0)"
+        + (", some scenarios could not run" if unknown else "")
+    )
+    return 1 if unknown or total["lost"] or total["duplicates"] or errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
