@@ -111,8 +111,8 @@ class Stack:
             try:
                 if requests.get(f"{self.url}/healthz", timeout=1).status_code == 200:
                     return
-            except requests.ConnectionError:
-                pass
+            except requests.RequestException:
+                pass  # not listening yet, or listening before its worker has loaded the app
             if time.monotonic() > deadline or self.web.poll() is not None:
                 raise RuntimeError("the web process did not come up")
             time.sleep(0.1)

@@ -28,15 +28,19 @@ def start(tmp_path, env):
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
-    while True:
-        assert process.poll() is None, "`python -m mpbot serve` exited"
-        try:
-            if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return process, url
-        except requests.ConnectionError:
-            pass
-        assert time.monotonic() < deadline, "the bot did not come up"
-        time.sleep(0.2)
+    try:
+        while True:
+            assert process.poll() is None, "`python -m mpbot serve` exited"
+            try:
+                if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    return process, url
+            except requests.RequestException:
+                pass  # not listening yet, or listening before its worker has loaded the app
+            assert time.monotonic() < deadline, "the bot did not come up"
+            time.sleep(0.2)
+    except BaseException:
+        stop(process)
+        raise
 
 
 def stop(process) -> str:
