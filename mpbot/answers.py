@@ -2,8 +2,9 @@
 
 Each MsgId that asks the model has a stream of events, appended in this order:
 
-- ``{"state": "question", "text": q, "queued": bool}``: written when the question is taken;
-  ``queued`` when it waits for the subscriber's previous answer.
+- ``{"state": "question", "text": q, "queued": bool, "sid": s}``: written when the question is
+  taken; ``queued`` when it waits for the subscriber's previous answer; ``sid`` the session whose
+  history it is asked with.
 - ``{"state": "started"}``: the model call began (again, if a worker died: the text so far
   starts over).
 - ``{"state": "delta", "text": t}``: more of the answer (think blocks already removed); rarely
@@ -21,6 +22,7 @@ FINAL = ("done", "error")
 @dataclass
 class Answer:
     question: str | None = None
+    sid: str | None = None
     queued: bool = False
     started: bool = False
     text: str = ""
@@ -51,6 +53,7 @@ class Answer:
         state = event.get("state")
         if state == "question":
             self.question = event.get("text")
+            self.sid = event.get("sid")
             self.queued = bool(event.get("queued"))
         elif state == "started":
             self.started = True

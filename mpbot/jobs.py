@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from rq import Callback, Queue, Retry
 from rq.exceptions import DuplicateJobError
+from rq.job import Job
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 from rq.worker import SimpleWorker
@@ -210,6 +211,13 @@ class RQRunner:
         except Exception as exc:
             raise StoreError(f"cannot enqueue on Redis: {exc}") from exc
 
+    def exists(self, msgid: str) -> bool:
+        """Whether RQ holds the job of ``msgid`` (queued, running, or recently ended)."""
+        try:
+            return Job.exists(f"answer-{msgid}", connection=self.queue.connection)
+        except Exception as exc:
+            raise StoreError(f"cannot read the queue on Redis: {exc}") from exc
+
     def in_flight(self) -> tuple[int, int]:
         """Jobs waiting in the queue, and jobs a worker is running (on every host)."""
         try:
@@ -247,6 +255,10 @@ class PoolRunner:
         finally:
             with self._lock:
                 self._running -= 1
+
+    def exists(self, msgid: str) -> bool:
+        # One process holds both the delivery and the pool: if it died, so did everything else.
+        return True
 
     def in_flight(self) -> tuple[int, int]:
         with self._lock:

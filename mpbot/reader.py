@@ -138,10 +138,23 @@ class Reader:
         plan, entry, job = self.store.update_reader(openid, change)
         if entry is not None:
             queued = job is None or job[0] != msgid
-            self.store.publish(msgid, {"state": "question", "text": question, "queued": queued})
+            self.store.publish(msgid, {"state": "question", "text": question, "queued": queued, "sid": sid})
         if job is not None:
             self.runner.submit(*job, openid)
         return plan
+
+    def ensure_started(self, openid: str, msgid: str) -> None:
+        """A later delivery of a question: if its job should be running but was never enqueued
+        (the process that took the first delivery died between the two), enqueue it now. RQ's
+        unique job id keeps it to one job."""
+        answer = self.store.answer(msgid)
+        if answer.final is not None or answer.started or answer.question is None:
+            return
+        entry = next((e for e in (self.store.reader(openid) or {}).get("queue", []) if e["id"] == msgid), None)
+        if entry is None or entry["status"] != "running" or self.runner.exists(msgid):
+            return
+        log.warning("msgid=%s: its job was never enqueued (did a web process die?); enqueueing it now", msgid)
+        self.runner.submit(msgid, answer.sid, answer.question, openid)
 
     def plan_of(self, openid: str, msgid: str, timeout: float = 1.0) -> dict | None:
         """What a later delivery found the first one decided (None if it never did: it failed)."""

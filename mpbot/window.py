@@ -35,6 +35,8 @@ class Window:
             return n, "lost", self.config.text("error")
         if "text" in plan:
             return n, "reply", plan["text"]
+        if n > 1 and plan["target"] == msgid:
+            self.reader.ensure_started(openid, msgid)
         last = n >= self.deliveries
         budget = (self.last_wait if last else self.hold) - (time.monotonic() - started)
         event = self.store.wait(plan["target"], max(budget, 0.0))

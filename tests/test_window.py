@@ -79,6 +79,27 @@ def test_deliveries_spread_over_two_web_processes_share_one_llm_call(mode, make_
     assert fake_llm.calls_for("分布式") == 1
 
 
+def test_a_job_lost_between_claim_and_enqueue_is_enqueued_by_the_next_delivery(mode, make_bot, fake_llm, caplog):
+    if mode == "embedded":
+        pytest.skip("embedded mode is one process by design")
+    dying, healthy = make_bot(), make_bot()
+    start_session(dying)
+    # Fault injection: this process claims the message and dies before its job reaches RQ.
+    dying.app.mpbot.runner.submit = lambda *args: None
+    fake_llm.rules["丢了的任务"] = Rule(latency=0.2, content="还是答上了")
+    msg = text_xml("丢了的任务", dying.new_msgid())
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        dying.post(msg)
+    assert fake_llm.calls_for("丢了的任务") == 0
+    response = healthy.post(msg)  # WeChat's delivery 2, on another process
+    assert healthy.reply_text(response.text) == "还是答上了"
+    assert fake_llm.calls_for("丢了的任务") == 1
+    assert any("was never enqueued" in record.getMessage() for record in caplog.records)
+    # Delivery 3 finds the answer and starts nothing.
+    assert healthy.reply_text(healthy.post(msg).text) == "还是答上了"
+    assert fake_llm.calls_for("丢了的任务") == 1
+
+
 def test_three_deliveries_at_once_on_two_processes_start_one_call(mode, make_bot, fake_llm):
     if mode == "embedded":
         pytest.skip("embedded mode is one process by design")
