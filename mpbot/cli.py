@@ -199,14 +199,18 @@ def chat(args) -> int:
     if config is None:
         return 2
     url = args.url or _local_url("/wechat")
-    simulator = Simulator(
-        url,
-        config.WECHAT_TOKEN,
-        config.WECHAT_ENCODING_AES_KEY,
-        config.WECHAT_APPID,
-        user=args.user,
-        timeout=args.wechat_timeout,
-    )
+    try:
+        simulator = Simulator(
+            url,
+            config.WECHAT_TOKEN,
+            config.WECHAT_ENCODING_AES_KEY,
+            config.WECHAT_APPID,
+            user=args.user,
+            timeout=args.wechat_timeout,
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     progress = Progress()
 
     def send(text: str) -> int:

@@ -93,6 +93,8 @@ def test_chat_says_when_no_bot_is_there_and_exits_2():
     result = mpbot("chat", "--url", f"http://127.0.0.1:{free_port()}/wechat", "--token", TOKEN, "--send", "你好")
     assert result.returncode == 2
     assert "cannot reach" in result.stderr and "is the bot running?" in result.stderr
+    odd = mpbot("chat", "--url", "file:///etc/passwd", "--token", TOKEN, "--send", "你好")
+    assert odd.returncode == 2 and "not an http(s) URL" in odd.stderr and "Traceback" not in odd.stderr
 
 
 # --- mpbot check -------------------------------------------------------------------------------

@@ -68,7 +68,7 @@ def test_llm_failures_give_a_clear_sentence_and_the_next_message_works(bot, fake
 
 def test_llm_timeout_gives_a_clear_sentence(make_bot, fake_llm, mode):
     if mode == "redis":
-        pytest.skip("the workers' timeout is set at their start (6 s); embedded covers the mapping")
+        pytest.skip("the workers' deadline is set at their start; embedded covers the mapping")
     wechat = make_bot(MPBOT_LLM_TIMEOUT=0.3)
     in_session(wechat)
     fake_llm.rules["慢"] = Rule(latency=1.0)
