@@ -58,7 +58,7 @@ MPBOT_KEY_PREFIX = "mpbot"
 # time, so all hosts together need about (messages per second x seconds per answer) of them.
 MPBOT_RQ_WORKERS = 8
 # Seconds between RQ's registry maintenance passes: the pass that finds the job of a worker that
-# was killed (once its heartbeat lapsed, about 90 s after) and runs it again on another worker.
+# was killed (once its lease lapsed: MPBOT_LLM_TIMEOUT + 90 s after it started) and runs it again.
 MPBOT_RQ_MAINTENANCE = 15
 # Threads of the in-process pool that runs model calls in embedded mode.
 MPBOT_EMBEDDED_WORKERS = 32
