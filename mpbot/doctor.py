@@ -8,6 +8,7 @@ a one-token request, ``PUBLIC_URL``'s ``/healthz``), each with a short timeout.
 import re
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import openai
@@ -82,8 +83,15 @@ def check_workers(config, store):
     return OK, "workers", f"{len(workers)} RQ workers on queue {config.MPBOT_QUEUE!r} ({', '.join(hosts)})"
 
 
+def _without_credentials(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    if parts.username or parts.password:
+        parts = parts._replace(netloc=f"***@{parts.hostname}" + (f":{parts.port}" if parts.port else ""))
+    return urllib.parse.urlunsplit(parts)
+
+
 def check_llm(config, timeout: float = 20.0):
-    where = config.OPENAI_BASE_URL or "OpenAI"
+    where = _without_credentials(config.OPENAI_BASE_URL) if config.OPENAI_BASE_URL else "OpenAI"
     client = openai.OpenAI(
         api_key=config.OPENAI_API_KEY or "unset",
         base_url=config.OPENAI_BASE_URL or None,
@@ -98,7 +106,8 @@ def check_llm(config, timeout: float = 20.0):
     except Exception as exc:
         error = llm_error(exc)
         fix = _FIXES.get(error.kind, "the endpoint failed")
-        return FAIL, "model", f"{config.MPBOT_MODEL} at {where}: {error.detail or error.kind}; {fix}"
+        detail = (error.detail or error.kind).replace(config.OPENAI_API_KEY or "\0", "***")
+        return FAIL, "model", f"{config.MPBOT_MODEL} at {where}: {detail}; {fix}"
     finally:
         client.close()
     return OK, "model", f"{config.MPBOT_MODEL} at {where} answered a one-token request in {_ms(started)} ms"

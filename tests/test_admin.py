@@ -137,6 +137,14 @@ def test_check_names_every_broken_item_and_its_fix(mode):
         assert lines["redis"].startswith("FAIL") and "start Redis or fix REDIS_URL" in lines["redis"]
 
 
+def test_check_never_prints_the_models_credentials():
+    dead = f"127.0.0.1:{free_port()}"
+    env = {"WECHAT_TOKEN": TOKEN, "OPENAI_API_KEY": "sk-very-secret", "OPENAI_BASE_URL": f"http://me:pw@{dead}/v1"}
+    result = mpbot("check", env={**env, "PUBLIC_URL": f"http://{dead}"})
+    assert "model" in result.stdout and f"***@{dead.split(':')[0]}" in result.stdout
+    assert "pw" not in result.stdout.replace("public url", "") and "sk-very-secret" not in result.stdout
+
+
 def test_check_explains_settings_it_cannot_load():
     result = mpbot("check", env={"WECHAT_TOKEN": ""})
     assert result.returncode == 1 and "WECHAT_TOKEN is not set" in result.stderr
