@@ -54,9 +54,11 @@ MPBOT_REDIS_MAX_CONNECTIONS = 1000
 MPBOT_QUEUE = "mpbot"
 # Prefix of every Redis key mpbot writes (see mpbot/keys.py).
 MPBOT_KEY_PREFIX = "mpbot"
-# RQ worker processes `python -m mpbot worker` starts on one host; each runs one model call at a
-# time, so all hosts together need about (messages per second x seconds per answer) of them.
-MPBOT_RQ_WORKERS = 8
+# RQ worker processes `python -m mpbot worker` starts on one host, and model calls each of them
+# runs at once (in threads: a call is almost all waiting). All hosts together need about
+# (messages per second x seconds per answer) of these slots: workers x threads x hosts.
+MPBOT_RQ_WORKERS = 2
+MPBOT_RQ_THREADS = 20
 # Seconds between RQ's registry maintenance passes: the pass that finds the job of a worker that
 # was killed (once its lease lapsed: MPBOT_LLM_TIMEOUT + 90 s after it started) and runs it again.
 MPBOT_RQ_MAINTENANCE = 15

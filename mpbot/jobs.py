@@ -15,6 +15,7 @@ from rq.exceptions import DuplicateJobError
 from rq.job import Job
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
+from rq.timeouts import TimerDeathPenalty
 from rq.worker import SimpleWorker
 
 from . import metrics
@@ -120,22 +121,28 @@ def _ms(start: float | None, end: float | None) -> str:
 
 
 _worker = None
+_worker_lock = threading.Lock()
 
 
 def _worker_services():
     """The worker process's settings, store, client and reader, built on its first job."""
     global _worker
-    if _worker is None:
-        from .config import load_config
-        from .links import Links
-        from .reader import Reader
-        from .store import RedisStore
-
-        config = load_config()
-        store = RedisStore(config)
-        reader = Reader(config, store, RQRunner(config, store), Links(config))
-        _worker = (config, store, LLM(config), reader)
+    with _worker_lock:
+        if _worker is None:
+            _worker = _build_worker_services()
     return _worker
+
+
+def _build_worker_services():
+    from .config import load_config
+    from .links import Links
+    from .reader import Reader
+    from .store import RedisStore
+
+    config = load_config()
+    store = RedisStore(config)
+    reader = Reader(config, store, RQRunner(config, store), Links(config))
+    return config, store, LLM(config), reader
 
 
 def answer(msgid: str, sid: str, question: str, openid: str | None = None) -> None:
@@ -159,21 +166,61 @@ def answer_failed(job, connection, exc_type, exc_value, traceback) -> None:
 
 
 class Worker(SimpleWorker):
-    """RQ's in-process worker, with registry maintenance every ``MPBOT_RQ_MAINTENANCE`` seconds
-    (RQ's default is 10 minutes): that pass is what finds the job of a worker that was killed and
-    runs it again on another worker."""
+    """RQ's in-process worker, running up to ``MPBOT_RQ_THREADS`` jobs at once in threads.
+
+    A model call is almost all waiting, so one process holds many of them: a thread slot is
+    taken before a job is dequeued (so no job waits inside a busy worker while others are
+    idle), the job timeout is enforced per thread (RQ's TimerDeathPenalty), and on SIGTERM the
+    worker stops dequeuing and lets its running jobs finish. Registry maintenance runs every
+    ``MPBOT_RQ_MAINTENANCE`` seconds (RQ's default is 10 minutes): that pass is what finds the
+    job of a worker that was killed and runs it again on another worker.
+    """
+
+    death_penalty_class = TimerDeathPenalty
 
     def __init__(self, *args, **kwargs) -> None:
         from .config import load_config
 
-        kwargs.setdefault("maintenance_interval", int(load_config().MPBOT_RQ_MAINTENANCE))
+        config = load_config()
+        kwargs.setdefault("maintenance_interval", int(config.MPBOT_RQ_MAINTENANCE))
         super().__init__(*args, **kwargs)
+        self.threads = max(1, int(config.MPBOT_RQ_THREADS))
+        self._slots = threading.BoundedSemaphore(self.threads)
+        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="rq-job")
 
     @property
     def dequeue_timeout(self) -> int:
         # An idle worker blocks on the queue this long (RQ: worker_ttl - 15 = 405 s) before it
         # looks at the maintenance clock again.
         return max(1, min(self.worker_ttl - 15, int(self.maintenance_interval)))
+
+    def dequeue_job_and_maintain_ttl(self, timeout, max_idle_time=None):
+        while not self._slots.acquire(timeout=1):
+            self.heartbeat()  # every thread is busy: stay registered while waiting for one
+            if self._stop_requested:
+                return None
+        result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+        if result is None:
+            self._slots.release()
+        return result
+
+    def execute_job(self, job, queue) -> None:
+        try:
+            execution = self.prepare_execution(job)
+            self._pool.submit(self._perform, job, queue, execution)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def _perform(self, job, queue, execution) -> None:
+        try:
+            self.perform_job(job, queue, execution)
+        finally:
+            self._slots.release()
+
+    def teardown(self) -> None:
+        self._pool.shutdown(wait=True)  # a warm shutdown: the answers being written finish
+        super().teardown()
 
 
 class RQRunner:
