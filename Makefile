@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 PIP := $(BIN)/python -m pip install --disable-pip-version-check -q
 
-.PHONY: run test chat check stats faults lint format redis-server chromium clean
+.PHONY: run test chat check stats bench faults lint format redis-server chromium clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ run: $(VENV)/.run-deps
 # The admin's tools, against the bot `make run` started (python -m mpbot <tool> --help for more).
 chat check stats: $(VENV)/.run-deps
 	$(BIN)/python -m mpbot $@
+
+# The benchmark: window, added latency, capacity, memory, in both modes (bench/bench.py; ~5 min).
+bench: $(VENV)/.test-deps redis-server
+	$(BIN)/python bench/bench.py
 
 # Fault injection on the real processes, with its figures (bench/faults.py; about three minutes).
 faults: $(VENV)/.test-deps redis-server

@@ -33,6 +33,7 @@ class Stack:
         self.redis_port, self.web_port = free_port(), free_port()
         self.persist = persist
         self.redis = self.web = self.workers = None
+        self.extra: list[subprocess.Popen] = []
         self.url = f"http://127.0.0.1:{self.web_port}"
         self.env = {
             **os.environ,
@@ -76,12 +77,12 @@ class Stack:
         self.redis.terminate()
         self.redis.wait(10)
 
-    def _start(self, line: str) -> subprocess.Popen:
+    def _start(self, line: str, **env: str) -> subprocess.Popen:
         command = procfile()[line]
         return subprocess.Popen(
             ["sh", "-c", f"exec {command}"],
             cwd=ROOT,
-            env={**self.env, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]},
+            env={**self.env, **env, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]},
             stdout=self.log,
             stderr=self.log,
             start_new_session=True,
@@ -89,14 +90,27 @@ class Stack:
 
     def start_web(self) -> None:
         self.web = self._start("web")
+        self._wait_healthy(self.url, self.web)
+
+    def start_extra_web(self) -> str:
+        """Another web process (gunicorn) on another port, sharing the Redis; its URL."""
+        port = free_port()
+        process = self._start("web", PORT=str(port))
+        self.extra.append(process)
+        url = f"http://127.0.0.1:{port}"
+        self._wait_healthy(url, process)
+        return url
+
+    @staticmethod
+    def _wait_healthy(url: str, process: subprocess.Popen) -> None:
         deadline = time.monotonic() + 30
         while True:
             try:
-                if requests.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
                     return
             except requests.RequestException:
                 pass  # not listening yet, or listening before its worker has loaded the app
-            if time.monotonic() > deadline or self.web.poll() is not None:
+            if time.monotonic() > deadline or process.poll() is not None:
                 raise RuntimeError("the web process did not come up")
             time.sleep(0.1)
 
@@ -122,7 +136,7 @@ class Stack:
         return self
 
     def stop(self) -> None:
-        for process in (self.web, self.workers):
+        for process in (self.web, self.workers, *self.extra):
             if process is not None and process.poll() is None:
                 self.signal(process, signal.SIGKILL)
                 process.wait(10)

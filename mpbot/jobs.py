@@ -83,23 +83,26 @@ def run_answer(config, store, llm, reader, msgid: str, sid: str, question: str, 
             llm_started = time.monotonic()
             text = llm.complete(messages, streamer)
             llm_ended = time.monotonic()
-            metrics.observe(store, "llm_seconds", llm_ended - llm_started)
-            if streamer.first_text_at is not None:
-                metrics.observe(store, "llm_first_text_seconds", streamer.first_text_at - llm_started)
             if not moderator.allowed(text, "answer"):
                 raise LLMError("banned", "moderation refused the answer")
             event = {"state": "done", "text": text}
         except LLMError as exc:
-            llm_ended = time.monotonic()
+            llm_ended = llm_ended or time.monotonic()
             log.warning("job msgid=%s outcome=llm_error kind=%s detail=%s", msgid, exc.kind, exc.detail)
-            metrics.count(store, "llm_errors", kind=exc.kind)
             event = {"state": "error", "kind": exc.kind}
         except Exception as exc:
             log.exception("job msgid=%s outcome=crash", msgid)
             event = {"state": "error", "kind": "store" if isinstance(exc, StoreError) else "internal"}
+        # First the answer, which wakes the waiting deliveries; the bookkeeping after it.
         store.publish(msgid, event)
         if event["state"] == "done":
             store.append_turn(sid, question, event["text"], config.MPBOT_HISTORY_TURNS)
+        if event["state"] == "done":
+            metrics.observe(store, "llm_seconds", llm_ended - llm_started)
+            if streamer.first_text_at is not None:
+                metrics.observe(store, "llm_first_text_seconds", streamer.first_text_at - llm_started)
+        if event["state"] == "error" and event["kind"] not in ("store", "internal"):
+            metrics.count(store, "llm_errors", kind=event["kind"])
     finally:
         if openid is not None:
             reader.finished(openid, msgid)

@@ -25,6 +25,7 @@ import hashlib
 import logging
 import time
 
+from .answers import fold
 from .formatting import cut_clean, markdown_to_text, paginate, skip_space, utf8_len
 
 log = logging.getLogger(__name__)
@@ -167,11 +168,12 @@ class Reader:
 
     # --- a delivery that has something to show ---------------------------------------------
 
-    def show(self, openid: str, msgid: str, plan: dict) -> str:
+    def show(self, openid: str, msgid: str, plan: dict, final: dict | None = None) -> str:
         """The reply for ``msgid``: its target answer, whole, the next part, or what exists so
-        far. Decided once per message and remembered; reading moves on with it."""
+        far. Decided once per message and remembered; reading moves on with it. ``final``, the
+        answer's final event when the caller has it, carries the whole text: no need to read it."""
         target = plan["target"]
-        answer = self.store.answer(target)
+        answer = fold([final]) if final is not None else self.store.answer(target)
         now = time.time()
 
         def change(state):

@@ -46,4 +46,4 @@ class Window:
             outcome = "fetched"  # this message delivered an earlier answer
         else:
             outcome = "fallback" if event is None else "answered" if event["state"] == "done" else "error"
-        return n, outcome, self.reader.show(openid, msgid, plan)
+        return n, outcome, self.reader.show(openid, msgid, plan, event)
