@@ -77,8 +77,8 @@ class Stack:
         self.redis.terminate()
         self.redis.wait(10)
 
-    def _start(self, line: str, **env: str) -> subprocess.Popen:
-        command = procfile()[line]
+    def _start(self, line: str, extra: str = "", **env: str) -> subprocess.Popen:
+        command = f"{procfile()[line]} {extra}".strip()
         return subprocess.Popen(
             ["sh", "-c", f"exec {command}"],
             cwd=ROOT,
@@ -92,10 +92,11 @@ class Stack:
         self.web = self._start("web")
         self._wait_healthy(self.url, self.web)
 
-    def start_extra_web(self) -> str:
-        """Another web process (gunicorn) on another port, sharing the Redis; its URL."""
+    def start_extra_web(self, extra: str = "") -> str:
+        """Another web process (gunicorn, with ``extra`` arguments) on another port, sharing the
+        Redis; its URL."""
         port = free_port()
-        process = self._start("web", PORT=str(port))
+        process = self._start("web", extra, PORT=str(port))
         self.extra.append(process)
         url = f"http://127.0.0.1:{port}"
         self._wait_healthy(url, process)
