@@ -97,7 +97,6 @@ def run_answer(config, store, llm, reader, msgid: str, sid: str, question: str, 
         store.publish(msgid, event)
         if event["state"] == "done":
             store.append_turn(sid, question, event["text"], config.MPBOT_HISTORY_TURNS)
-        if event["state"] == "done":
             metrics.observe(store, "llm_seconds", llm_ended - llm_started)
             if streamer.first_text_at is not None:
                 metrics.observe(store, "llm_first_text_seconds", streamer.first_text_at - llm_started)
