@@ -13,7 +13,7 @@ Each MsgId that asks the model has a stream of events, appended in this order:
   (after which the text so far is still what was streamed, except for ``banned``: withdrawn).
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 FINAL = ("done", "error")
@@ -28,7 +28,6 @@ class Answer:
     text: str = ""
     final: dict[str, Any] | None = None
     exists: bool = False
-    events: int = field(default=0, repr=False)
 
     @property
     def done(self) -> bool:
@@ -49,7 +48,6 @@ class Answer:
 
     def apply(self, event: dict[str, Any]) -> None:
         self.exists = True
-        self.events += 1
         state = event.get("state")
         if state == "question":
             self.question = event.get("text")

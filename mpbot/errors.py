@@ -9,8 +9,10 @@
         └── TooLarge       a body over the limit (413)
 
 ``LLMError.kind`` is one of ``timeout``, ``rate_limited``, ``unavailable``, ``unreachable``,
-``refused``, ``empty``, ``auth``, ``bad_request``. The subscriber reads ``TEXTS["error_<kind>"]``
-where settings.py has one (timeout, rate_limited, refused, empty) and ``TEXTS["error"]`` otherwise.
+``refused``, ``empty``, ``auth``, ``bad_request``, or ``banned`` (moderation refused the answer).
+An answer can also end with the kinds ``cancelled`` (/stop), ``store`` or ``internal``. The
+subscriber reads ``TEXTS["error_<kind>"]`` where settings.py has one (timeout, rate_limited,
+refused, empty, cancelled, banned) and ``TEXTS["error"]`` otherwise.
 """
 
 

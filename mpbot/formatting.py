@@ -85,14 +85,6 @@ def cut(text: str, max_bytes: int) -> str:
     return head
 
 
-def fit(text: str, max_bytes: int, more: str = "") -> tuple[str, bool]:
-    """``text`` within ``max_bytes``; when it has to be cut, the head ends with ``more`` (the link
-    to the whole text). Returns the text and whether it was cut."""
-    if utf8_len(text) <= max_bytes:
-        return text, False
-    return cut(text, max_bytes - utf8_len(more)) + more, True
-
-
 def cut_clean(text: str, max_bytes: int) -> str:
     """Like ``cut``, but for text that is still being written: it also drops an unfinished last
     sentence when the text fits (keeping it only when there is no sentence end at all)."""

@@ -158,7 +158,7 @@ def answer_failed(job, connection, exc_type, exc_value, traceback) -> None:
     waits for it, and let the subscriber's next question start."""
     if job.retries_left:  # RQ calls this before it retries: the job runs again, let it
         return
-    config, store, _llm, reader = _worker_services()
+    _config, store, _llm, reader = _worker_services()
     msgid, _sid, _question, *rest = job.args
     if store.answer(msgid).final is None:
         log.error("job msgid=%s outcome=died (%s): the answer is marked failed", msgid, exc_type.__name__)

@@ -33,10 +33,6 @@ log = logging.getLogger(__name__)
 NOTES = ("queued", "hint")
 
 
-def chat_text(markdown: str) -> str:
-    return markdown_to_text(markdown)
-
-
 def _digest(text: str) -> str:
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
@@ -200,7 +196,7 @@ class Reader:
             entry["read"] = True
             message = self.config.error_text(answer.final["kind"]) if answer.failed else text_of("gone")
             return message + note
-        text = chat_text(answer.text)
+        text = markdown_to_text(answer.text)
         if entry["offset"] and entry.get("shown") != _digest(text[: entry["offset"]]):
             # The finished text does not begin with what was shown while it was being written
             # (rare: Markdown that changed meaning as it grew). Start again from the top.

@@ -69,10 +69,6 @@ class Result:
     wechat_error: bool = False
     seconds: float = 0.0
 
-    @property
-    def answered(self) -> bool:
-        return self.reply is not None and not self.wechat_error
-
 
 class Simulator:
     _ids = itertools.count(int(time.time() * 1000) * 1000)

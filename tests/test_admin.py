@@ -214,4 +214,5 @@ def test_metrics_can_require_a_bearer_token(make_bot):
     assert requests.get(f"{bot.url}/metrics", timeout=5).status_code == 403
     wrong = requests.get(f"{bot.url}/metrics", headers={"Authorization": "Bearer nope"}, timeout=5)
     assert wrong.status_code == 403
-    assert metrics(bot.url, Authorization="Bearer metrics-secret") is not None
+    figures = metrics(bot.url, Authorization="Bearer metrics-secret")
+    assert ("mpbot_answers_in_flight", (("state", "running"),)) in figures

@@ -5,7 +5,7 @@ import time
 import pytest
 
 from fakes import Rule
-from mpbot.formatting import cut, cut_clean, fit, markdown_to_text, paginate, strip_think, utf8_len
+from mpbot.formatting import cut, cut_clean, markdown_to_text, paginate, strip_think, utf8_len
 
 
 def in_session(bot):
@@ -93,12 +93,6 @@ def test_cut_never_splits_a_character_and_prefers_line_then_sentence_ends():
     assert cut("一二三四五六七。八九" + "汉" * 100, 40) == "一二三四五六七。"
     assert cut("汉" * 10, 10) == "汉" * 3  # 10 bytes hold three 3-byte characters, not three and a third
     assert cut("abc", 10) == "abc"
-
-
-def test_fit_adds_the_link_only_when_cut():
-    assert fit("short", 100, "MORE") == ("short", False)
-    text, was_cut = fit("word " * 100, 100, " MORE")
-    assert was_cut and text.endswith(" MORE") and len(text.encode()) <= 100
 
 
 def test_unclosed_think_at_the_start_hides_everything():
