@@ -15,6 +15,11 @@ each job (see ``jobs.py``).
 | {p}:rate:{openid}           | string | questions asked in the current rate window (INCR)       | MPBOT_RATE_WINDOW |
 | {p}:metrics                 | hash   | counters shown at /metrics (metrics.py)                 | MPBOT_METRICS_TTL |
 | {p}:health                  | string | written by /healthz to prove the store writes           | 60 s              |
+| {p}:wx:token                | string | JSON: the shared access_token and when to renew it      | its expires_in-30 |
+| {p}:wx:token:lock           | string | held by the one process fetching a new access_token     | API timeout + 5 s |
+| {p}:wx:fetches:{day}        | string | access_token fetches on that day (Beijing time) (INCR)  | 2 days            |
+| {p}:push:off                | string | why pushing is paused for the whole account             | MPBOT_PUSH_PAUSE  |
+| {p}:push:logged:{reason}    | string | a push failure's reason was logged (log it once)        | MPBOT_PUSH_PAUSE  |
 """
 
 
@@ -50,6 +55,21 @@ class Keys:
 
     def health(self) -> str:
         return f"{self.prefix}:health"
+
+    def wx_token(self) -> str:
+        return f"{self.prefix}:wx:token"
+
+    def wx_token_lock(self) -> str:
+        return f"{self.prefix}:wx:token:lock"
+
+    def wx_fetches(self, day: str) -> str:
+        return f"{self.prefix}:wx:fetches:{day}"
+
+    def push_off(self) -> str:
+        return f"{self.prefix}:push:off"
+
+    def push_logged(self, reason: str) -> str:
+        return f"{self.prefix}:push:logged:{reason}"
 
     def pattern(self) -> str:
         """Matches every key above (for tests and maintenance scripts)."""

@@ -47,6 +47,10 @@ class RedisStore:
     redis.call('SET', KEYS[1], ARGV[3], 'EX', ARGV[1])
     return old
     """
+    _DELETE_IF = """
+    if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+    return 0
+    """
     _END = """
     local sid = redis.call('GET', KEYS[1])
     if not sid then return false end
@@ -82,6 +86,7 @@ class RedisStore:
         self._touch = self.redis.register_script(self._TOUCH)
         self._renew = self.redis.register_script(self._RENEW)
         self._end = self.redis.register_script(self._END)
+        self._delete_if = self.redis.register_script(self._DELETE_IF)
 
     def _call(self, fn, *args, **kwargs):
         try:
@@ -201,6 +206,27 @@ class RedisStore:
         """True the first time an event (FromUserName + CreateTime) is seen."""
         return bool(self._call(self.redis.set, self.keys.event(openid, create_time), "1", nx=True, ex=self.event_ttl))
 
+    # --- small shared values (the access_token, its lock, push state; see push.py) -------------
+
+    def get_value(self, key: str) -> str | None:
+        return self._call(self.redis.get, key)
+
+    def set_value(self, key: str, value: str, ttl: float, only_new: bool = False) -> bool:
+        """Set ``key`` for ``ttl`` seconds; with ``only_new``, only if it does not exist (a lock).
+        Whether it was set."""
+        return bool(self._call(self.redis.set, key, value, px=max(1, int(ttl * 1000)), nx=only_new))
+
+    def delete_value(self, key: str, value: str) -> None:
+        """Delete ``key`` if it still holds ``value`` (a lock released by its holder only)."""
+        self._call(self._delete_if, keys=[key], args=[value])
+
+    def count_value(self, key: str, ttl: float) -> int:
+        """Add one to the counter ``key`` (kept ``ttl`` seconds from its first count)."""
+        pipe = self.redis.pipeline()
+        pipe.incr(key)
+        pipe.expire(key, int(ttl), nx=True)
+        return self._call(pipe.execute)[0]
+
     def close(self) -> None:
         # A client given its pool leaves the pool open on close(); disconnect it ourselves.
         self.redis.connection_pool.disconnect()
@@ -212,6 +238,7 @@ class MemoryStore:
     when read and swept every few hundred writes, so memory stays bounded by the TTLs."""
 
     def __init__(self, config) -> None:
+        self.keys = Keys(config.MPBOT_KEY_PREFIX)
         self.answer_ttl = config.MPBOT_ANSWER_TTL
         self.session_ttl = config.MPBOT_SESSION_TTL
         self.event_ttl = config.MPBOT_EVENT_TTL
@@ -364,6 +391,31 @@ class MemoryStore:
                 return False
             self._set(("e", openid, create_time), True, self.event_ttl)
             return True
+
+    def get_value(self, key: str) -> str | None:
+        with self._lock:
+            return self._get(("v", key))
+
+    def set_value(self, key: str, value: str, ttl: float, only_new: bool = False) -> bool:
+        with self._lock:
+            if only_new and self._get(("v", key)) is not None:
+                return False
+            self._set(("v", key), value, ttl)
+            return True
+
+    def delete_value(self, key: str, value: str) -> None:
+        with self._lock:
+            if self._get(("v", key)) == value:
+                del self._data[("v", key)]
+
+    def count_value(self, key: str, ttl: float) -> int:
+        with self._lock:
+            item = self._get(("v", key))
+            if item is None:
+                self._set(("v", key), 1, ttl)
+                return 1
+            self._data[("v", key)] = (item + 1, self._data[("v", key)][1])
+            return item + 1
 
     def close(self) -> None:
         pass
