@@ -16,6 +16,32 @@ WECHAT_APPID = ""
 WECHAT_ENCODING_AES_KEY = ""
 # The key used before the last change in the console; tried when the current one fails.
 WECHAT_PREVIOUS_ENCODING_AES_KEY = ""
+# The AppSecret (设置与开发 > 基本配置 > 开发者密码). Needed only to push late answers (MPBOT_PUSH).
+# Keep it in the environment, never in this file.
+WECHAT_APPSECRET = ""
+
+# --- Pushing late answers (verified accounts only) ----------------------------------------------
+
+# On a verified (微信认证) account, an answer that misses WeChat's window is sent into the chat as
+# customer-service (客服) messages when it is finished, instead of waiting for the subscriber's
+# next message. Needs WECHAT_APPID and WECHAT_APPSECRET, and this server's IP in the console's IP
+# whitelist. Off: the page link and fetch-by-next-message, as on any account.
+MPBOT_PUSH = False
+# WeChat's API. Tests and proxies point this elsewhere.
+WECHAT_API_BASE = "https://api.weixin.qq.com"
+# Seconds one call to WeChat's API may take.
+WECHAT_API_TIMEOUT = 5.0
+# WeChat's rules: after a subscriber's message, at most this many customer-service messages...
+MPBOT_PUSH_PER_MESSAGE = 5
+# ...within this many seconds (48 hours).
+MPBOT_PUSH_WINDOW = 48 * 3600
+# access_token fetches allowed per day (Beijing time) for all processes together; the bot needs
+# about 12 (one per token lifetime). A guard against a loop burning the account's quota.
+WECHAT_TOKEN_DAILY_LIMIT = 200
+# After a failure that concerns the whole account (no permission, IP not whitelisted, WeChat
+# unreachable, a quota used up), pushing pauses this many seconds and late answers go to the
+# page link and the next message, as without push. Each reason is logged once per pause.
+MPBOT_PUSH_PAUSE = 600
 
 # --- The model ----------------------------------------------------------------------------------
 
@@ -161,11 +187,18 @@ TEXTS = {
         '上一个问题还在回答中，这个问题排在它后面，<a href="{url}">点此查看回答</a>。\n'
         "稍后发送「{next}」或任意消息，在这里取回回答。"
     ),
+    # ...the same, when the answer will be pushed (MPBOT_PUSH) once it is finished.
+    "fallback_push": '回答还在生成中，写好后会直接发到这里。\n也可以<a href="{url}">点此查看回答</a>。',
+    "fallback_queued_push": (
+        '上一个问题还在回答中，这个问题排在它后面，回答好后会直接发到这里。\n也可以<a href="{url}">点此查看回答</a>。'
+    ),
     # ...or after the text so far.
     "partial": '\n……\n（还在生成中，<a href="{url}">点此查看完整回答</a>，稍后发送「{next}」接着看）',
     # A long answer, part by part.
     "more": '\n\n（{part}/{parts}）发送「{next}」看下一段，或<a href="{url}">点此查看完整回答</a>',
     "last_part": "\n\n（{part}/{parts} 完）",
+    # A pushed part that the next pushed message continues.
+    "push_more": "\n\n（{part}/{parts}）",
     "answer_end": "（回答完毕，以上就是全部内容）",
     # Added when a message shows an earlier answer: the message was a new question...
     "note_queued": "\n\n——你刚发的问题已收到，会接着回答，发送「{next}」查看。",

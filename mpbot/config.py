@@ -99,6 +99,14 @@ def _check(values: dict[str, Any]) -> None:
             "WECHAT_APPID is not set: safe and compatible mode need the account's AppID "
             "(设置与开发 > 基本配置), because every encrypted message carries it"
         )
+    if values["MPBOT_PUSH"]:
+        missing = [name for name in ("WECHAT_APPID", "WECHAT_APPSECRET") if not values[name]]
+        if missing:
+            raise ConfigError(
+                f"MPBOT_PUSH is on but {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set: "
+                "pushing late answers fetches an access_token with the account's AppID and AppSecret "
+                "(设置与开发 > 基本配置); set them, or turn MPBOT_PUSH off"
+            )
     if values["REDIS_URL"] and not values["SECRET_KEY"]:
         raise ConfigError(
             "SECRET_KEY is not set: with REDIS_URL every process must sign answer links with the "

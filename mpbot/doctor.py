@@ -133,13 +133,41 @@ def check_public_url(config, timeout: float = 5.0):
     return OK, "public url", f"{config.PUBLIC_URL} answers ({_ms(started)} ms)"
 
 
+def check_push(config, store):
+    """Push on: can this server get the account's access_token? (It uses the shared one, or
+    fetches it as the bot does, so the check costs no fetch when the bot has one.)"""
+    if not config.MPBOT_PUSH:
+        return INFO, "push", "off (MPBOT_PUSH): late answers wait behind the page link and the next message"
+    from .push import PushError, WeChatAPI, beijing_day
+
+    api = WeChatAPI(config, store)
+    started = time.monotonic()
+    try:
+        api.token()
+    except PushError as exc:
+        return FAIL, "push", f"cannot get an access_token from {config.WECHAT_API_BASE}: {exc.detail}"
+    except Exception as exc:
+        return FAIL, "push", f"cannot get an access_token: {exc.__class__.__name__}: {exc}"
+    finally:
+        api.close()
+    fetches = store.get_value(store.keys.wx_fetches(beijing_day())) or 0
+    paused = store.get_value(store.keys.push_off())
+    detail = (
+        f"access_token OK ({_ms(started)} ms; {fetches} of {config.WECHAT_TOKEN_DAILY_LIMIT} fetches today); "
+        "whether the account may send customer-service messages shows at the first push (48001 if not verified)"
+    )
+    if paused:
+        return WARN, "push", f"paused after a failure ({paused}); {detail}"
+    return OK, "push", detail
+
+
 def _ms(started: float) -> int:
     return int((time.monotonic() - started) * 1000)
 
 
 def run_checks(config, from_environment: bool):
     """Every check, in order, as a generator (so a caller can show each as it finishes)."""
-    from .store import RedisStore
+    from .store import MemoryStore, RedisStore
 
     yield check_token(config)
     yield check_aes(config)
@@ -150,8 +178,10 @@ def run_checks(config, from_environment: bool):
         yield redis
         if redis[0] == FAIL:
             yield INFO, "workers", "not checked: Redis is unreachable"
+            yield INFO, "push", "not checked: Redis is unreachable"
         else:
             yield check_workers(config, store)
+            yield check_push(config, store or MemoryStore(config))
     finally:
         if store is not None:
             store.close()

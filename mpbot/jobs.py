@@ -138,12 +138,13 @@ def _worker_services():
 def _build_worker_services():
     from .config import load_config
     from .links import Links
+    from .push import make_pusher
     from .reader import Reader
     from .store import RedisStore
 
     config = load_config()
     store = RedisStore(config)
-    reader = Reader(config, store, RQRunner(config, store), Links(config))
+    reader = Reader(config, store, RQRunner(config, store), Links(config), make_pusher(config, store))
     return config, store, LLM(config), reader
 
 

@@ -21,5 +21,6 @@ def setup_logging() -> None:
         format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
     )
     # The openai client logs every request at INFO through httpx; keep the admin's log about the bot.
-    for noisy in ("httpx", "httpcore", "httpx2", "httpcore2", "openai"):
+    # urllib3 logs request URLs at DEBUG, and WeChat's API takes its access_token in the URL.
+    for noisy in ("httpx", "httpcore", "httpx2", "httpcore2", "openai", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

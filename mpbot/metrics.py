@@ -14,11 +14,16 @@ format with the official client library (``prometheus_client``).
 | mpbot_answers_in_flight             | gauge     | state (queued/running)|
 | mpbot_sessions_started_total        | counter   |                      |
 | mpbot_pages_viewed_total            | counter   | page (answer/history)|
+| mpbot_pushes_total                  | counter   | outcome              |
+| mpbot_wechat_token_fetches_total    | counter   |                      |
 
 Delivery outcomes: ``answered`` (the answer, on delivery 1, 2 or 3), ``fallback`` (the last
 delivery sent the text so far and the link), ``fetched`` (the message delivered an earlier
 answer), ``reply`` (a command's or the bot's own reply), ``error`` (the answer failed),
 ``silent`` (kept until WeChat dropped it, to be retried), ``lost`` (the first delivery failed).
+
+Push outcomes (verified accounts, ``push.py``): ``sent``, or why a customer-service message did
+not go (``no_permission``, ``window_expired``, ``quota_used``, ``unreachable``, ...).
 """
 
 import logging
@@ -41,6 +46,8 @@ COUNTERS = {
     "llm_errors": ("mpbot_llm_errors", "Model calls that failed, by kind", ["kind"]),
     "sessions_started": ("mpbot_sessions_started", "Chat sessions started with the start command", []),
     "pages_viewed": ("mpbot_pages_viewed", "Answer and history pages opened", ["page"]),
+    "pushes": ("mpbot_pushes", "Customer-service messages pushed with late answers, by outcome", ["outcome"]),
+    "wechat_token_fetches": ("mpbot_wechat_token_fetches", "access_token fetches from WeChat (all processes)", []),
 }
 HISTOGRAMS = {
     "llm_seconds": ("mpbot_llm_seconds", "Model call time, question sent to answer complete"),

@@ -19,18 +19,34 @@ the text shown, to check that the finished answer still begins with it).
 ``replies`` remembers, per MsgId, what that message's deliveries answer with: a text, or a
 ``target`` answer to show (with a ``note``), and once shown the ``shown`` text, so that every
 delivery of one message says the same and reading moves on once per message.
+
+With push on (``MPBOT_PUSH``, verified accounts), ``push`` holds when the subscriber last wrote
+(``t``), the messages pushed since (``sent``: WeChat allows 5 within 48 hours) and, while one
+process is pushing to them, its ``owner`` id and the time it last moved (``at``). A finished
+answer whose window has ended (mode ``fallback``) is pushed part by part, in order, by the one
+process that holds that claim; the subscriber's next message fetches whatever could not be pushed.
 """
 
+import functools
 import hashlib
 import logging
+import secrets
 import time
 
 from .answers import fold
 from .formatting import cut_clean, markdown_to_text, paginate, skip_space, utf8_len
+from .logs import user_tag
+from .push import PushError
 
 log = logging.getLogger(__name__)
 
 NOTES = ("queued", "hint")
+# A push claim not renewed for this long belongs to a process that died: it lapses.
+CLAIM_TTL = 60.0
+# The first pushed message of an answer waits this long after the reply that said it is coming,
+# so that the two arrive in that order.
+AFTER_REPLY = 1.0
+_STALE = object()
 
 
 def _digest(text: str) -> str:
@@ -38,11 +54,12 @@ def _digest(text: str) -> str:
 
 
 class Reader:
-    def __init__(self, config, store, runner, links) -> None:
+    def __init__(self, config, store, runner, links, pusher=None) -> None:
         self.config = config
         self.store = store
         self.runner = runner
         self.links = links
+        self.pusher = pusher  # None: push is off (not a verified account, or MPBOT_PUSH unset)
         self.max_bytes = config.MPBOT_REPLY_MAX_BYTES
         # Parts are cut to one fixed size, whatever note a reply carries, so that "(2/3)" means
         # the same in every reply.
@@ -72,6 +89,30 @@ class Reader:
     def _running(self, entry: dict, now: float) -> bool:
         return entry["status"] == "running" and now - entry.get("started_at", entry["t"]) < self.stale_after
 
+    def _heard(self, state: dict, now: float) -> None:
+        """The subscriber wrote: WeChat allows another 5 pushed messages within 48 hours."""
+        if self.pusher is not None:
+            state.setdefault("push", {}).update(t=now, sent=0)
+
+    def _push_left(self, state: dict, now: float) -> int:
+        push = state.get("push") or {}
+        if now - push.get("t", 0) >= self.config.MPBOT_PUSH_WINDOW:
+            return 0
+        return max(0, self.config.MPBOT_PUSH_PER_MESSAGE - push.get("sent", 0))
+
+    def _pushable(self, entry: dict, now: float) -> bool:
+        """An answer the pusher delivers: finished, and its own window is over."""
+        return (
+            self.pusher is not None
+            and entry["status"] == "finished"
+            and self._mode(entry, now) == "fallback"
+            and not entry.get("unpushable")
+        )
+
+    def _claimed(self, state: dict, now: float) -> bool:
+        push = state.get("push") or {}
+        return bool(push.get("owner")) and now - push.get("at", 0) < CLAIM_TTL
+
     def _take_next(self, queue: list, now: float) -> tuple[str, str, str] | None:
         """The job to start now: the oldest waiting question, when none is running."""
         if any(self._running(e, now) for e in queue):
@@ -87,9 +128,14 @@ class Reader:
     def plan_text(self, openid: str, msgid: str, text: str) -> dict:
         """The message is answered with ``text`` (a command's reply)."""
         now = time.time()
-        return self.store.update_reader(
-            openid, lambda state: self._replies(state, now).setdefault(msgid, {"text": text, "t": now})
-        )
+
+        def change(state):
+            replies = self._replies(state, now)
+            if msgid not in replies:
+                self._heard(state, now)
+            return replies.setdefault(msgid, {"text": text, "t": now})
+
+        return self.store.update_reader(openid, change)
 
     def plan_read(
         self, openid: str, msgid: str, question: str | None = None, sid: str | None = None, otherwise: str = ""
@@ -105,12 +151,21 @@ class Reader:
             replies = self._replies(state, now)
             if msgid in replies:
                 return replies[msgid], None, None
+            self._heard(state, now)
             queue = state.setdefault("queue", [])
             if question is not None:
                 # A new question: the subscriber moved on from an answer read part by part (the
                 # rest stays on its page). Answers they have not seen at all are still shown.
                 queue[:] = [e for e in queue if self._mode(e, now) != "reading"]
-            head = next((e for e in queue if self._mode(e, now) in ("fallback", "reading")), None)
+            pushing = self._claimed(state, now)  # those answers are on their way: not shown twice
+            head = next(
+                (
+                    e
+                    for e in queue
+                    if self._mode(e, now) in ("fallback", "reading") and not (pushing and self._pushable(e, now))
+                ),
+                None,
+            )
             entry = None
             if ask:
                 if sum(e["status"] == "queued" for e in queue) >= self.config.MPBOT_MAX_QUEUED:
@@ -169,26 +224,46 @@ class Reader:
         far. Decided once per message and remembered; reading moves on with it. ``final``, the
         answer's final event when the caller has it, carries the whole text: no need to read it."""
         target = plan["target"]
-        answer = fold([final]) if final is not None else self.store.answer(target)
-        now = time.time()
+        for attempt in range(2):
+            answer = fold([final]) if final is not None else self.store.answer(target)
+            unfinished = not (answer.done or answer.failed or answer.state == "gone")
+            push = unfinished and self._push_available()
+            now = time.time()
+            show = functools.partial(
+                self._show, msgid=msgid, plan=plan, answer=answer, push=push, now=now, recheck=attempt == 0
+            )
+            text = self.store.update_reader(openid, show)
+            if text is not _STALE:
+                return text
+            final = None  # the answer was finished after it was read: read it again
+        raise AssertionError("unreachable: the second attempt always renders")
 
-        def change(state):
-            memo = self._replies(state, now).setdefault(msgid, {**plan, "t": now})
-            if "shown" in memo:
-                return memo["shown"]
-            queue = state.setdefault("queue", [])
-            entry = next((e for e in queue if e["id"] == target), None)
-            if entry is None:  # no longer tracked (after /stop): show it from the start
-                entry = {"id": target, "mode": "new", "offset": 0, "part": 0}
-            text = self._render(entry, answer, plan.get("note", ""))
-            if entry.pop("read", False) and entry in queue:
-                queue.remove(entry)
-            memo["shown"] = text
-            return text
+    def _show(self, state: dict, *, msgid: str, plan: dict, answer, push: bool, now: float, recheck: bool):
+        target = plan["target"]
+        queue = state.setdefault("queue", [])
+        entry = next((e for e in queue if e["id"] == target), None)
+        memo = self._replies(state, now).setdefault(msgid, {**plan, "t": now})
+        if "shown" in memo:
+            return memo["shown"]
+        unfinished = not (answer.done or answer.failed or answer.state == "gone")
+        if recheck and unfinished and entry is not None and entry["status"] == "finished":
+            return _STALE
+        if entry is None:  # no longer tracked (after /stop): show it from the start
+            entry = {"id": target, "mode": "new", "offset": 0, "part": 0}
+        text = self._render(entry, answer, plan.get("note", ""), push=push, now=now)
+        if entry.pop("read", False) and entry in queue:
+            queue.remove(entry)
+        memo["shown"] = text
+        return text
 
-        return self.store.update_reader(openid, change)
+    def _push_available(self) -> bool:
+        return self.pusher is not None and self.pusher.available()
 
-    def _render(self, entry: dict, answer, note_key: str) -> str:
+    def _render(
+        self, entry: dict, answer, note_key: str, more_key: str = "more", push: bool = False, now: float = 0.0
+    ) -> str:
+        """The next message that shows ``entry``'s answer, moving the entry on. ``more_key``: the
+        text after a part that is not the last; ``push``: an unfinished answer will be pushed."""
         text_of = self.config.text
         note = text_of(f"note_{note_key}") if note_key else ""
         url = self.links.url(entry["id"])
@@ -216,14 +291,18 @@ class Reader:
                 entry["read"] = True
                 return text[start:end] + text_of("last_part", part=part, parts=parts) + note
             entry.update(offset=end, part=part, mode="reading", shown=_digest(text[:end]))
-            return text[start:end] + text_of("more", part=part, parts=parts, url=url) + note
-        # Not finished: what exists so far, then the link.
+            return text[start:end] + text_of(more_key, part=part, parts=parts, url=url) + note
         entry["mode"] = "fallback"
+        queued = answer.state == "queued"
+        if push:  # it will come by itself, whole, when it is finished
+            entry["fallback_at"] = now
+            return text_of("fallback_queued_push" if queued else "fallback_push", url=url) + note
+        # Not finished: what exists so far, then the link.
         start = skip_space(text, entry["offset"])
         suffix = text_of("partial", url=url)
         head = cut_clean(text[start:], self.part_bytes - utf8_len(suffix)) if start < len(text) else ""
         if not head:
-            return text_of("fallback_queued" if answer.state == "queued" else "fallback", url=url) + note
+            return text_of("fallback_queued" if queued else "fallback", url=url) + note
         end = start + len(head)
         entry.update(offset=end, part=entry["part"] + 1, shown=_digest(text[:end]))
         return head + suffix + note
@@ -231,19 +310,108 @@ class Reader:
     # --- the order questions run in --------------------------------------------------------
 
     def finished(self, openid: str, msgid: str) -> None:
-        """``msgid``'s job ended: start the subscriber's next question, if one is waiting."""
+        """``msgid``'s job ended: start the subscriber's next question, if one is waiting, and
+        push the answer if its window is over (and push is on)."""
         now = time.time()
+        push = self._push_available()
 
         def change(state):
             queue = state.setdefault("queue", [])
             for entry in queue:
                 if entry["id"] == msgid:
                     entry["status"] = "finished"
-            return self._take_next(queue, now)
+            owner = None
+            if push and not self._claimed(state, now) and self._push_left(state, now):
+                if any(self._pushable(e, now) for e in queue):
+                    owner = secrets.token_hex(8)
+                    state["push"].update(owner=owner, at=now)
+            return self._take_next(queue, now), owner
 
-        job = self.store.update_reader(openid, change)
+        job, owner = self.store.update_reader(openid, change)
         if job is not None:
             self.runner.submit(*job, openid)
+        if owner is not None:
+            try:
+                self._push(openid, owner)
+            except Exception:  # the claim lapses; the next message fetches what was not pushed
+                log.exception("pushing to user=%s stopped", user_tag(openid))
+
+    # --- pushing (verified accounts) -------------------------------------------------------
+
+    def _push(self, openid: str, owner: str) -> None:
+        """Push every finished answer whose window is over, oldest first, part by part, while
+        this process holds the subscriber's push claim and WeChat allows more messages."""
+        while True:
+            now = time.time()
+            state = self.store.reader(openid) or {}
+            if (state.get("push") or {}).get("owner") != owner:
+                return  # the claim lapsed and another process took over
+            left = self._push_left(state, now)
+            entry = next((e for e in state.get("queue", []) if self._pushable(e, now)), None) if left else None
+            if entry is None:
+                if self.store.update_reader(openid, functools.partial(self._release, owner=owner, now=now)):
+                    return
+                continue  # another answer became pushable meanwhile
+            answer = self.store.answer(entry["id"])
+            if not (answer.done or answer.failed or answer.state == "gone"):
+                # Its job ended without writing its end (Redis failed it): leave it to the next
+                # message, and go on with the others.
+                self.store.update_reader(openid, functools.partial(self._unpushable, msgid=entry["id"]))
+                continue
+            draft = dict(entry)
+            text = self._render(draft, answer, "", more_key="push_more" if left > 1 else "more")
+            if not draft.get("read"):
+                # Pushed on while messages are left; past that, 继续 reads on (its message allows more).
+                draft["mode"] = "fallback" if left > 1 else "reading"
+            # (At most AFTER_REPLY: the reply's time is another host's clock.)
+            time.sleep(min(AFTER_REPLY, max(0.0, entry.get("fallback_at", 0) + AFTER_REPLY - time.time())))
+            try:
+                self.pusher.send(openid, text)
+            except PushError as exc:
+                failed = functools.partial(self._release, owner=owner, now=time.time(), failure=exc.reason)
+                self.store.update_reader(openid, failed)
+                return
+            pushed = functools.partial(self._pushed, owner=owner, before=entry, after=draft)
+            if not self.store.update_reader(openid, pushed):
+                return
+
+    def _pushed(self, state: dict, *, owner: str, before: dict, after: dict) -> bool:
+        """Record one pushed message: the entry moved on (or was read whole). Whether this
+        process still holds the claim (and may push the next one)."""
+        push = state.setdefault("push", {})
+        push["sent"] = push.get("sent", 0) + 1
+        queue = state.get("queue", [])
+        entry = next((e for e in queue if e["id"] == before["id"]), None)
+        if entry is not None and (entry["offset"], entry["part"]) == (before["offset"], before["part"]):
+            if after.get("read"):
+                queue.remove(entry)
+            else:
+                entry.update(after)
+        if push.get("owner") != owner:
+            return False
+        push["at"] = time.time()
+        return True
+
+    def _unpushable(self, state: dict, *, msgid: str) -> None:
+        for entry in state.get("queue", []):
+            if entry["id"] == msgid:
+                entry["unpushable"] = True
+
+    def _release(self, state: dict, *, owner: str, now: float, failure: str | None = None) -> bool:
+        """Give up the push claim, unless (with no failure) there is more to push. Whether it
+        was given up (or was no longer ours)."""
+        push = state.get("push") or {}
+        if push.get("owner") != owner:
+            return True
+        if failure is None and self._push_left(state, now):
+            if any(self._pushable(e, now) for e in state.get("queue", [])):
+                return False
+        push["owner"] = None
+        if failure == "quota_used":  # WeChat counted differently: no more until they write
+            push["sent"] = self.config.MPBOT_PUSH_PER_MESSAGE
+        elif failure == "window_expired":
+            push["t"] = 0
+        return True
 
     def drop(self, openid: str) -> None:
         """/stop and unsubscribe: forget what is unread; questions not started are cancelled

@@ -112,6 +112,12 @@ def table(samples: dict, rq: dict | None = None) -> list[tuple[str, str]]:
     rows.append(("sessions started", f"{_sum(samples, 'mpbot_sessions_started_total'):g}"))
     pages = _labels_of(samples, "mpbot_pages_viewed_total", "page")
     rows.append(("pages viewed", ", ".join(f"{page} {count:g}" for page, count in sorted(pages.items())) or "none"))
+    pushes = _labels_of(samples, "mpbot_pushes_total", "outcome")
+    if pushes:
+        sent = pushes.pop("sent", 0)
+        failed = ", ".join(f"{reason} {count:g}" for reason, count in sorted(pushes.items()))
+        rows.append(("pushed messages", f"{sent:g} sent" + (f", not sent: {failed}" if failed else "")))
+        rows.append(("access_token fetches", f"{_sum(samples, 'mpbot_wechat_token_fetches_total'):g}"))
     if rq is not None:
         rows.append(("RQ", f"{rq['workers']} workers, {rq['failed']} failed jobs (see `rq info`)"))
     return rows

@@ -26,6 +26,7 @@ from .jobs import make_runner
 from .links import Links
 from .pages import headers as page_headers
 from .pages import markdown_html, nonce, view
+from .push import make_pusher
 from .reader import Reader
 from .store import START, make_store
 from .wechat import MAX_BODY, Crypto, parse_request, render, signature_ok
@@ -45,7 +46,8 @@ class Services:
         self.store = make_store(config)
         self.runner = make_runner(config, self.store)
         self.links = Links(config)
-        self.reader = Reader(config, self.store, self.runner, self.links)
+        self.pusher = make_pusher(config, self.store)
+        self.reader = Reader(config, self.store, self.runner, self.links, self.pusher)
         self.runner.reader = self.reader  # embedded mode's pool starts the next question itself
         window = Window(config, self.store, self.reader)
         self.bot = Bot(config, self.store, window, self.reader, self.links)
@@ -56,6 +58,8 @@ class Services:
 
     def close(self) -> None:
         self.runner.close()
+        if self.pusher is not None:
+            self.pusher.close()
         self.store.close()
 
 

@@ -1,5 +1,6 @@
 """Test doubles at the network edge: a fake OpenAI-compatible server, a WeChat that signs (and
-encrypts) its deliveries, and a threaded HTTP server for the WSGI app."""
+encrypts) its deliveries, a fake WeChat API (access_token and customer-service messages), and a
+threaded HTTP server for the WSGI app."""
 
 import base64
 import hashlib
@@ -189,6 +190,139 @@ class FakeLLM:
         threading.Thread(target=server.serve_forever, daemon=True).start()
         self.server = server
         return f"http://127.0.0.1:{server.server_address[1]}/v1"
+
+
+# --- the fake WeChat API ----------------------------------------------------------------------
+
+
+@dataclass
+class FakeWeChatAPI:
+    """WeChat's API on 127.0.0.1, as far as pushing goes: ``POST /cgi-bin/stable_token`` and
+    ``POST /cgi-bin/message/custom/send``, with WeChat's rules: a token expires after
+    ``expires_in``; asked for in its last 5 minutes, a new one is issued and the old one keeps
+    working for those minutes; a call with an unknown token gets 40001, with an expired one 42001;
+    a text over 2048 bytes gets 45002; ``\\uXXXX`` escapes in the body are shown literally, as
+    WeChat shows them. ``refuse`` maps an openid (or "*") to the errcode its messages get;
+    ``token_error`` is the errcode every token request gets; ``down`` drops every connection."""
+
+    appid: str
+    secret: str
+    expires_in: int = 7200
+    token_latency: float = 0.0
+    refuse: dict[str, int] = field(default_factory=dict)
+    token_error: int | None = None
+    down: bool = False
+    fetches: int = 0
+    sends: int = 0  # custom/send calls, accepted or not
+    messages: list[tuple[str, str, float]] = field(default_factory=list)  # (openid, text, time.time())
+    tokens: dict[str, float] = field(default_factory=dict)  # token -> expires at (time.monotonic())
+    current: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def reset(self) -> None:
+        with self.lock:
+            self.expires_in, self.token_latency, self.token_error, self.down = 7200, 0.0, None, False
+            self.refuse.clear()
+            self.messages.clear()
+            self.tokens.clear()
+            self.fetches = self.sends = 0
+            self.current = None
+
+    def expire_tokens(self) -> None:
+        """Every token issued so far expires now (as after two hours)."""
+        with self.lock:
+            for token in self.tokens:
+                self.tokens[token] = time.monotonic()
+
+    def revoke_tokens(self) -> None:
+        """Every token issued so far stops working (as after a forced refresh elsewhere)."""
+        with self.lock:
+            self.tokens.clear()
+            self.current = None
+
+    def texts(self, openid: str) -> list[str]:
+        with self.lock:
+            return [text for to, text, _t in self.messages if to == openid]
+
+    def wait_texts(self, openid: str, count: int, timeout: float = 10.0) -> list[str]:
+        deadline = time.monotonic() + timeout
+        while len(self.texts(openid)) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.texts(openid)
+
+    def _token(self, body: dict) -> dict:
+        time.sleep(self.token_latency)
+        with self.lock:
+            self.fetches += 1
+            if self.token_error is not None:
+                return {"errcode": self.token_error, "errmsg": "refused by the fake"}
+            if body.get("grant_type") != "client_credential" or body.get("appid") != self.appid:
+                return {"errcode": 40013, "errmsg": "invalid appid"}
+            if body.get("secret") != self.secret:
+                return {"errcode": 40125, "errmsg": "invalid appsecret"}
+            now = time.monotonic()
+            left = self.tokens.get(self.current, now) - now
+            if left <= 300:  # none yet, or in its last 5 minutes: a new one; the old one lasts them out
+                self.current = f"fake-access-token-{len(self.tokens) + 1}-{os.urandom(6).hex()}"
+                self.tokens[self.current] = now + self.expires_in
+                left = self.expires_in
+            return {"access_token": self.current, "expires_in": int(left)}
+
+    def _send(self, token: str, raw: bytes) -> dict:
+        with self.lock:
+            self.sends += 1
+            if token not in self.tokens:
+                return {"errcode": 40001, "errmsg": "invalid credential, access_token is invalid or not latest"}
+            if self.tokens[token] <= time.monotonic():
+                return {"errcode": 42001, "errmsg": "access_token expired"}
+            # WeChat does not decode \uXXXX escapes: the subscriber would read them as they are.
+            body = json.loads(raw.replace(b"\\u", b"\\\\u"))
+            openid, text = body["touser"], body["text"]["content"]
+            if body.get("msgtype") != "text":
+                return {"errcode": 40008, "errmsg": "invalid message type"}
+            if len(text.encode()) > 2048:
+                return {"errcode": 45002, "errmsg": "content size out of limit"}
+            code = self.refuse.get(openid, self.refuse.get("*"))
+            if code is not None:
+                return {"errcode": code, "errmsg": "refused by the fake"}
+            self.messages.append((openid, text, time.time()))
+            return {"errcode": 0, "errmsg": "ok"}
+
+    def start(self) -> str:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                raw = self.rfile.read(int(self.headers["Content-Length"]))
+                if fake.down:
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self.close_connection = True
+                    return
+                path, _, query = self.path.partition("?")
+                params = dict(pair.split("=", 1) for pair in query.split("&") if "=" in pair)
+                if path == "/cgi-bin/stable_token":
+                    payload = fake._token(json.loads(raw))
+                elif path == "/cgi-bin/message/custom/send":
+                    payload = fake._send(params.get("access_token", ""), raw)
+                else:
+                    payload = {"errcode": 404, "errmsg": "no such API in the fake"}
+                data = json.dumps(payload).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        self.server = server
+        return f"http://127.0.0.1:{server.server_address[1]}"
 
 
 # --- the app over real HTTP -----------------------------------------------------------------

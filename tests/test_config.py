@@ -40,6 +40,8 @@ def test_bad_number_in_the_environment_names_the_variable(monkeypatch):
         ({"MPBOT_DELIVERY_WAIT": 5.0}, "MPBOT_DELIVERY_WAIT"),
         ({"MPBOT_LINK_TTL": 10**9}, "links would outlive the answers"),
         ({"NO_SUCH_SETTING": 1}, "unknown setting"),
+        ({"MPBOT_PUSH": True, "WECHAT_APPID": "wx1"}, "MPBOT_PUSH is on but WECHAT_APPSECRET is not set"),
+        ({"MPBOT_PUSH": True}, "WECHAT_APPID and WECHAT_APPSECRET are not set"),
         ({"TEXTS": {"hint": "发送 {begin} 开始"}}, "TEXTS\\['hint'\\]"),
     ],
 )
