@@ -81,6 +81,8 @@ def serve(args) -> int:
     print(f"  Model: {config.MPBOT_MODEL} at {config.OPENAI_BASE_URL or 'OpenAI'}")
     if not config.OPENAI_API_KEY and not config.OPENAI_BASE_URL:
         print("  warning: OPENAI_API_KEY is not set; OpenAI will refuse every question")
+    if config.MPBOT_PUSH:
+        print(f"  Push: late answers are sent as customer-service messages of AppID {config.WECHAT_APPID}")
     print(f"  Answer links point to {config.PUBLIC_URL} (PUBLIC_URL)", flush=True)
 
     env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))

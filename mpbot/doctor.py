@@ -134,8 +134,9 @@ def check_public_url(config, timeout: float = 5.0):
 
 
 def check_push(config, store):
-    """Push on: can this server get the account's access_token? (It uses the shared one, or
-    fetches it as the bot does, so the check costs no fetch when the bot has one.)"""
+    """Push on: can this server get the account's access_token? With Redis it takes the bots'
+    shared token, so it costs no fetch when they have one; in embedded mode it fetches its own,
+    which getStableAccessToken allows without invalidating the bot's."""
     if not config.MPBOT_PUSH:
         return INFO, "push", "off (MPBOT_PUSH): late answers wait behind the page link and the next message"
     from .push import PushError, WeChatAPI, beijing_day
@@ -152,9 +153,10 @@ def check_push(config, store):
         api.close()
     fetches = store.get_value(store.keys.wx_fetches(beijing_day())) or 0
     paused = store.get_value(store.keys.push_off())
+    shared = "" if config.embedded else f"; {fetches} of {config.WECHAT_TOKEN_DAILY_LIMIT} fetches today"
     detail = (
-        f"access_token OK ({_ms(started)} ms; {fetches} of {config.WECHAT_TOKEN_DAILY_LIMIT} fetches today); "
-        "whether the account may send customer-service messages shows at the first push (48001 if not verified)"
+        f"access_token OK ({_ms(started)} ms{shared}); whether the account may send customer-service "
+        "messages shows at the first push (48001 if it is not verified)"
     )
     if paused:
         return WARN, "push", f"paused after a failure ({paused}); {detail}"
