@@ -4,6 +4,7 @@ Time runs five times faster than WeChat's in these tests: a delivery is dropped 
 instead of 5 s, and the last one waits 0.8 s instead of 4.5 s.
 """
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -99,20 +100,24 @@ def rq_log(tmp_path_factory):
     return tmp_path_factory.mktemp("rq") / "workers.log"
 
 
-@pytest.fixture(scope="session")
-def rq_workers(worker_env, rq_log):
-    """RQ workers started as the Procfile's worker line starts them."""
-    env = {**os.environ, **worker_env, "PYTHONPATH": ROOT}
-    log = open(rq_log, "w")  # closed with the workers
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mpbot", "worker", "--num", "4"], cwd=ROOT, env=env, stdout=log, stderr=log
-    )
-    client = redis.Redis.from_url(worker_env["REDIS_URL"])
-    from rq import Worker
+@contextlib.contextmanager
+def run_workers(env: dict, count: int, log_path, queue: str = "mpbot"):
+    """``python -m mpbot worker --num count`` as the Procfile starts it, with ``env`` added to
+    this environment and its log in ``log_path``; yields once ``count`` workers listen on ``queue``."""
+    from rq import Queue, Worker
 
+    log = open(log_path, "w")  # closed with the workers
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mpbot", "worker", "--num", str(count)],
+        cwd=ROOT,
+        env={**os.environ, **env, "PYTHONPATH": ROOT},
+        stdout=log,
+        stderr=log,
+    )
+    client = redis.Redis.from_url(env["REDIS_URL"])
     try:
         deadline = time.monotonic() + 30
-        while len(Worker.all(connection=client)) < 4:
+        while len(Worker.all(queue=Queue(queue, connection=client))) < count:
             assert process.poll() is None, "the RQ workers exited"
             assert time.monotonic() < deadline, "the RQ workers did not start"
             time.sleep(0.1)
@@ -122,6 +127,13 @@ def rq_workers(worker_env, rq_log):
         process.wait(15)
         client.close()
         log.close()
+
+
+@pytest.fixture(scope="session")
+def rq_workers(worker_env, rq_log):
+    """RQ workers started as the Procfile's worker line starts them."""
+    with run_workers(worker_env, 4, rq_log) as process:
+        yield process
 
 
 @pytest.fixture(params=["embedded", "redis"])

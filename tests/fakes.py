@@ -26,6 +26,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class _QuietHTTPHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+
+def _listen(handler) -> ThreadingHTTPServer:
+    """A threaded HTTP server for ``handler`` on a free port of 127.0.0.1, serving in the background."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 # --- the fake LLM ---------------------------------------------------------------------------
 
 
@@ -77,12 +92,7 @@ class FakeLLM:
     def start(self) -> str:
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
+        class Handler(_QuietHTTPHandler):
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 question = body["messages"][-1]["content"]
@@ -185,11 +195,8 @@ class FakeLLM:
                     pass  # the client gave up (a timeout test)
                 self.close_connection = True
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        self.server = server
-        return f"http://127.0.0.1:{server.server_address[1]}/v1"
+        self.server = _listen(Handler)
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
 
 
 # --- the fake WeChat API ----------------------------------------------------------------------
@@ -291,12 +298,7 @@ class FakeWeChatAPI:
     def start(self) -> str:
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
+        class Handler(_QuietHTTPHandler):
             def do_POST(self):
                 raw = self.rfile.read(int(self.headers["Content-Length"]))
                 if fake.down:
@@ -318,11 +320,8 @@ class FakeWeChatAPI:
                 self.end_headers()
                 self.wfile.write(data)
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        self.server = server
-        return f"http://127.0.0.1:{server.server_address[1]}"
+        self.server = _listen(Handler)
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
 
 
 # --- the app over real HTTP -----------------------------------------------------------------

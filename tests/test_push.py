@@ -16,7 +16,7 @@ import pytest
 import redis
 from test_admin import metrics, mpbot
 
-from conftest import FAST, ROOT, SHARED, SHARED_PREFIX, TOKEN
+from conftest import FAST, ROOT, SHARED, SHARED_PREFIX, TOKEN, run_workers
 from fakes import FakeWeChatAPI, Rule
 from mpbot.keys import Keys
 
@@ -68,28 +68,9 @@ def push_settings(url: str) -> dict:
 def push_workers(worker_env, wechat_api_server, tmp_path_factory):
     """RQ workers with push on, as the Procfile starts them; they log at DEBUG, to a file."""
     path = tmp_path_factory.mktemp("rq-push") / "workers.log"
-    settings = {**FAST, **push_settings(wechat_api_server[1]), "WECHAT_APPID": APPID}
-    env = {**os.environ, **worker_env, **{k: str(v) for k, v in settings.items()}}
-    env.update(PYTHONPATH=ROOT, MPBOT_LOG_LEVEL="DEBUG")
-    log = open(path, "w")  # closed with the workers
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mpbot", "worker", "--num", "2"], cwd=ROOT, env=env, stdout=log, stderr=log
-    )
-    client = redis.Redis.from_url(worker_env["REDIS_URL"])
-    from rq import Queue, Worker
-
-    try:
-        deadline = time.monotonic() + 30
-        while len(Worker.all(queue=Queue(QUEUE, connection=client))) < 2:
-            assert process.poll() is None, "the RQ workers exited"
-            assert time.monotonic() < deadline, "the RQ workers did not start"
-            time.sleep(0.1)
+    settings = {**FAST, **push_settings(wechat_api_server[1]), "WECHAT_APPID": APPID, "MPBOT_LOG_LEVEL": "DEBUG"}
+    with run_workers({**worker_env, **{k: str(v) for k, v in settings.items()}}, 2, path, QUEUE):
         yield path
-    finally:
-        process.terminate()
-        process.wait(15)
-        client.close()
-        log.close()
 
 
 class Logs:
