@@ -5,7 +5,8 @@ import re
 
 from fakes import WeChat
 
-MESSAGES = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "wechat-vectors", "messages")
+# Official samples, copied with their README (which says where each comes from): see tests/data/wechat-vectors.
+MESSAGES = os.path.join(os.path.dirname(__file__), "data", "wechat-vectors", "messages")
 
 
 def sample(name: str, openid: str | None = None, msgid: int | None = None) -> bytes:

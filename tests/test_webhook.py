@@ -9,7 +9,9 @@ import requests
 
 from fakes import aes_decrypt, aes_encrypt, sha1_signature, text_xml
 
-VECTORS = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "wechat-vectors")
+# Official samples, copied with their README (which says where each comes from) from the team's shared
+# wechat-vectors folder, so that a clone tests alone.
+VECTORS = os.path.join(os.path.dirname(__file__), "data", "wechat-vectors")
 KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
 APPID = "wx2c2769f8efd9abc2"
 
