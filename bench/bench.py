@@ -292,10 +292,10 @@ def polling_app(stack: Stack, fake_url: str):
             }
         )
         if name == "polling":
-            store = app.mpbot.store
-            blocking_wait = store.wait
+            answers = app.mpbot.answers
+            blocking_wait = answers.wait
 
-            def wait(msgid, timeout, store=store, blocking_wait=blocking_wait):
+            def wait(msgid, timeout, blocking_wait=blocking_wait):
                 deadline = time.monotonic() + timeout
                 while True:
                     event = blocking_wait(msgid, 0)
@@ -303,7 +303,7 @@ def polling_app(stack: Stack, fake_url: str):
                         return event
                     time.sleep(0.1)
 
-            store.wait = wait
+            answers.wait = wait
         url, server = serve(app)
         apps[name] = (url, server, app)
     return apps

@@ -1,4 +1,5 @@
-"""An answer as its events tell it: the question, the text so far, and how it ended.
+"""An answer as its events tell it: the question, the text so far, and how it ended; and
+``Answers``, where every answer's events are kept.
 
 Each MsgId that asks the model has a stream of events, appended in this order:
 
@@ -13,9 +14,11 @@ Each MsgId that asks the model has a stream of events, appended in this order:
   (after which the text so far is still what was streamed, except for ``banned``: withdrawn).
 """
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
+START = "0-0"  # the cursor before the first event (store.START)
 FINAL = ("done", "error")
 
 
@@ -73,3 +76,38 @@ def fold(events) -> Answer:
     for event in events:
         answer.apply(event)
     return answer
+
+
+class Answers:
+    """Every answer's stream of events, in the store (``keys.answer``), kept ``MPBOT_ANSWER_TTL``.
+    Readers read a stream without consuming it, from a cursor, so any number of deliveries and
+    pages, on any process, see the same answer grow."""
+
+    def __init__(self, config, store, keys) -> None:
+        self.store = store
+        self.keys = keys
+        self.ttl = config.MPBOT_ANSWER_TTL
+
+    def publish(self, msgid: str, event: dict[str, Any]) -> None:
+        self.store.append(self.keys.answer(msgid), event, self.ttl)
+
+    def read(self, msgid: str, after: str = START, timeout: float = 0) -> tuple[list[dict[str, Any]], str]:
+        """The events after the cursor ``after``, and the cursor past them; with a ``timeout``,
+        waits until at least one exists or time is up."""
+        return self.store.read(self.keys.answer(msgid), after, timeout)
+
+    def get(self, msgid: str) -> Answer:
+        return fold(self.read(msgid)[0])
+
+    def wait(self, msgid: str, timeout: float) -> dict[str, Any] | None:
+        """The final event of ``msgid``: at once if it exists, else as soon as it is published,
+        or None after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        cursor = START
+        while True:
+            events, cursor = self.read(msgid, cursor, deadline - time.monotonic())
+            for event in events:
+                if event.get("state") in FINAL:
+                    return event
+            if time.monotonic() >= deadline:
+                return None

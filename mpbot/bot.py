@@ -10,8 +10,8 @@ import time
 
 import werobot
 
-from . import metrics
 from .errors import StoreError
+from .inbox import Reply
 from .logs import user_tag
 from .moderation import Moderator
 from .sessions import Commands
@@ -21,12 +21,16 @@ log = logging.getLogger(__name__)
 
 
 class Bot:
-    def __init__(self, config, store, window, reader, links) -> None:
+    def __init__(self, services, window) -> None:
+        config = services.config
         self.config = config
-        self.store = store
+        self.store = services.store
+        self.keys = services.keys
+        self.sessions = services.sessions
+        self.metrics = services.metrics
+        self.reader = services.reader
+        self.links = services.links
         self.window = window
-        self.reader = reader
-        self.links = links
         self.commands = Commands(config)
         self.moderator = Moderator(config)
         self.robot = werobot.WeRoBot(token=config.WECHAT_TOKEN, SESSION_STORAGE=False)
@@ -73,23 +77,23 @@ class Bot:
         openid, msgid = message.source, str(message.message_id)
         command = None if otherwise else self.commands.match(text)
 
-        def first() -> dict:
+        def first() -> Reply:
             if otherwise:
-                return self.reader.plan_read(openid, msgid, otherwise=otherwise)
+                return self.reader.take(openid, msgid, otherwise=otherwise)
             if command == "next":
-                return self.reader.plan_read(openid, msgid, otherwise=self.config.text("nothing_more"))
+                return self.reader.take(openid, msgid, otherwise=self.config.text("nothing_more"))
             if command:
-                reply = self.commands.run(command, self.store, self.reader, self.links, openid)
-                return self.reader.plan_text(openid, msgid, reply)
-            sid = self.store.touch_session(openid)
+                reply = self.commands.run(command, self.sessions, self.reader, self.links, self.metrics, openid)
+                return self.reader.say(openid, msgid, reply)
+            sid = self.sessions.touch(openid)
             refusal = self._refusal(openid, text) if sid is not None else None
             if refusal is not None:
-                return self.reader.plan_text(openid, msgid, self.config.text(refusal))
-            return self.reader.plan_read(openid, msgid, text.strip(), sid)
+                return self.reader.say(openid, msgid, self.config.text(refusal))
+            return self.reader.take(openid, msgid, text.strip(), sid)
 
         started = time.monotonic()
         n, outcome, reply = self.window.deliver(openid, msgid, first)
-        metrics.count(self.store, "deliveries", outcome=outcome, delivery=n)
+        self.metrics.count("deliveries", outcome=outcome, delivery=n)
         log.info(
             "delivery msgid=%s user=%s n=%d outcome=%s waited_ms=%d",
             msgid,
@@ -106,7 +110,7 @@ class Bot:
             log.info("question refused by moderation for user=%s", user_tag(openid))
             return "banned"
         limit = self.config.MPBOT_RATE_LIMIT
-        if limit and self.store.take_rate(openid, int(self.config.MPBOT_RATE_WINDOW)) > limit:
+        if limit and self.store.incr(self.keys.rate(openid), self.config.MPBOT_RATE_WINDOW) > limit:
             log.info("question refused by the rate limit for user=%s", user_tag(openid))
             return "rate_limited"
         return None
@@ -118,8 +122,11 @@ class Bot:
         return text_reply(message, self.config.text("welcome"))
 
     def on_unsubscribe(self, message):
-        if self.store.first_time(message.source, str(message.time)):
-            self.store.end_session(message.source)
+        first = self.store.set(
+            self.keys.event(message.source, str(message.time)), "1", self.config.MPBOT_EVENT_TTL, only_new=True
+        )
+        if first:
+            self.sessions.end(message.source)
             self.reader.drop(message.source)
             log.info("unsubscribe user=%s: session and history dropped", user_tag(message.source))
         return None

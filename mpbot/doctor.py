@@ -139,9 +139,12 @@ def check_push(config, store):
     which getStableAccessToken allows without invalidating the bot's."""
     if not config.MPBOT_PUSH:
         return INFO, "push", "off (MPBOT_PUSH): late answers wait behind the page link and the next message"
+    from .keys import Keys
+    from .metrics import Metrics
     from .push import PushError, WeChatAPI, beijing_day
 
-    api = WeChatAPI(config, store)
+    keys = Keys(config.MPBOT_KEY_PREFIX)
+    api = WeChatAPI(config, store, keys, Metrics(config, store, keys))
     started = time.monotonic()
     try:
         api.token()
@@ -151,8 +154,8 @@ def check_push(config, store):
         return FAIL, "push", f"cannot get an access_token: {exc.__class__.__name__}: {exc}"
     finally:
         api.close()
-    fetches = store.get_value(store.keys.wx_fetches(beijing_day())) or 0
-    paused = store.get_value(store.keys.push_off())
+    fetches = store.get(keys.wx_fetches(beijing_day())) or 0
+    paused = store.get(keys.push_off())
     shared = "" if config.embedded else f"; {fetches} of {config.WECHAT_TOKEN_DAILY_LIMIT} fetches today"
     detail = (
         f"access_token OK ({_ms(started)} ms{shared}); whether the account may send customer-service "

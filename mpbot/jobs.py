@@ -1,15 +1,18 @@
 """What runs the model: one job per MsgId, as an RQ job or in an in-process pool.
 
-``answer`` is the RQ job (the worker builds its store and client once from the same settings);
-``run_answer`` does the work in both modes and always publishes a final event, so no delivery
-waits on an answer that will never come.
+``answer`` is the RQ job (a worker process builds its ``services.Services`` once, from the same
+settings as the web's); ``run_answer`` does the work in both modes and always publishes a final
+event, so no delivery waits on an answer that will never come. ``RQRunner`` and ``PoolRunner``
+start jobs; neither knows what a job does.
 """
 
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from redis import RedisError
 from rq import Callback, Queue, Retry
 from rq.exceptions import DuplicateJobError
 from rq.job import Job
@@ -18,10 +21,10 @@ from rq.serializers import JSONSerializer
 from rq.timeouts import TimerDeathPenalty
 from rq.worker import SimpleWorker
 
-from . import metrics
 from .errors import LLMError, StoreError
 from .formatting import strip_think
-from .llm import LLM, build_messages
+from .inbox import Start
+from .llm import build_messages
 from .logs import user_tag
 from .moderation import Moderator
 
@@ -33,8 +36,8 @@ class Streamer:
     first chunk at once), as the part that is new since the last write, reasoning in ``<think>``
     left out. The final event carries the whole text, so nothing held back here is lost."""
 
-    def __init__(self, store, msgid: str, interval: float, moderator=None) -> None:
-        self.store = store
+    def __init__(self, answers, msgid: str, interval: float, moderator=None) -> None:
+        self.answers = answers
         self.moderator = moderator
         self.msgid = msgid
         self.interval = interval
@@ -56,16 +59,18 @@ class Streamer:
                 return  # nothing is shown before the hook has allowed the whole answer
         if text.startswith(self.written):
             if len(text) > len(self.written):
-                self.store.publish(self.msgid, {"state": "delta", "text": text[len(self.written) :]})
+                self.answers.publish(self.msgid, {"state": "delta", "text": text[len(self.written) :]})
         else:
-            self.store.publish(self.msgid, {"state": "snapshot", "text": text})
+            self.answers.publish(self.msgid, {"state": "snapshot", "text": text})
         self.written, self.last = text, now
 
 
-def run_answer(config, store, llm, reader, msgid: str, sid: str, question: str, openid: str | None) -> None:
-    """Answer one question. Always ends the answer's stream with a final event, so no delivery or
-    page waits for an answer that will never come, then starts the subscriber's next question."""
-    if store.answer(msgid).final is not None:
+def run_answer(services, msgid: str, sid: str, question: str, openid: str | None) -> None:
+    """Answer one question with ``services`` (``services.Services``). Always ends the answer's
+    stream with a final event, so no delivery or page waits for an answer that will never come,
+    then starts the subscriber's next question."""
+    config, answers, reader, metrics = services.config, services.answers, services.reader, services.metrics
+    if answers.get(msgid).final is not None:
         # A retry of a job whose answer was written after all (RQ retries jobs it thinks died).
         log.warning("job msgid=%s outcome=already_answered: not asking the model again", msgid)
         if openid is not None:
@@ -73,15 +78,15 @@ def run_answer(config, store, llm, reader, msgid: str, sid: str, question: str, 
         return
     started = time.monotonic()
     moderator = Moderator(config)
-    streamer = Streamer(store, msgid, config.MPBOT_STREAM_INTERVAL, moderator)
+    streamer = Streamer(answers, msgid, config.MPBOT_STREAM_INTERVAL, moderator)
     llm_started = llm_ended = None
     try:
         try:
-            store.publish(msgid, {"state": "started"})
-            history = store.history(sid)
+            answers.publish(msgid, {"state": "started"})
+            history = services.sessions.history(sid)
             messages = build_messages(config.MPBOT_SYSTEM_PROMPT, history, question, config.MPBOT_CONTEXT_CHARS)
             llm_started = time.monotonic()
-            text = llm.complete(messages, streamer)
+            text = services.llm.complete(messages, streamer)
             llm_ended = time.monotonic()
             if not moderator.allowed(text, "answer"):
                 raise LLMError("banned", "moderation refused the answer")
@@ -94,14 +99,14 @@ def run_answer(config, store, llm, reader, msgid: str, sid: str, question: str, 
             log.exception("job msgid=%s outcome=crash", msgid)
             event = {"state": "error", "kind": "store" if isinstance(exc, StoreError) else "internal"}
         # First the answer, which wakes the waiting deliveries; the bookkeeping after it.
-        store.publish(msgid, event)
+        answers.publish(msgid, event)
         if event["state"] == "done":
-            store.append_turn(sid, question, event["text"], config.MPBOT_HISTORY_TURNS)
-            metrics.observe(store, "llm_seconds", llm_ended - llm_started)
+            services.sessions.append(sid, question, event["text"])
+            metrics.observe("llm_seconds", llm_ended - llm_started)
             if streamer.first_text_at is not None:
-                metrics.observe(store, "llm_first_text_seconds", streamer.first_text_at - llm_started)
+                metrics.observe("llm_first_text_seconds", streamer.first_text_at - llm_started)
         if event["state"] == "error" and event["kind"] not in ("store", "internal"):
-            metrics.count(store, "llm_errors", kind=event["kind"])
+            metrics.count("llm_errors", kind=event["kind"])
     finally:
         if openid is not None:
             reader.finished(openid, msgid)
@@ -127,30 +132,21 @@ _worker_lock = threading.Lock()
 
 
 def _worker_services():
-    """The worker process's settings, store, client and reader, built on its first job."""
+    """The RQ worker process's services (the same composition root as the web's), built on its
+    first job."""
     global _worker
     with _worker_lock:
         if _worker is None:
-            _worker = _build_worker_services()
+            from .config import load_config
+            from .services import Services
+
+            _worker = Services(load_config())
     return _worker
-
-
-def _build_worker_services():
-    from .config import load_config
-    from .links import Links
-    from .push import make_pusher
-    from .reader import Reader
-    from .store import RedisStore
-
-    config = load_config()
-    store = RedisStore(config)
-    reader = Reader(config, store, RQRunner(config, store), Links(config), make_pusher(config, store))
-    return config, store, LLM(config), reader
 
 
 def answer(msgid: str, sid: str, question: str, openid: str | None = None) -> None:
     """The RQ job."""
-    run_answer(*_worker_services(), msgid, sid, question, openid)
+    run_answer(_worker_services(), msgid, sid, question, openid)
 
 
 def answer_failed(job, connection, exc_type, exc_value, traceback) -> None:
@@ -159,13 +155,13 @@ def answer_failed(job, connection, exc_type, exc_value, traceback) -> None:
     waits for it, and let the subscriber's next question start."""
     if job.retries_left:  # RQ calls this before it retries: the job runs again, let it
         return
-    _config, store, _llm, reader = _worker_services()
+    services = _worker_services()
     msgid, _sid, _question, *rest = job.args
-    if store.answer(msgid).final is None:
+    if services.answers.get(msgid).final is None:
         log.error("job msgid=%s outcome=died (%s): the answer is marked failed", msgid, exc_type.__name__)
-        store.publish(msgid, {"state": "error", "kind": "internal"})
+        services.answers.publish(msgid, {"state": "error", "kind": "internal"})
     if rest and rest[0]:
-        reader.finished(rest[0], msgid)
+        services.reader.finished(rest[0], msgid)
 
 
 class Worker(SimpleWorker):
@@ -238,17 +234,17 @@ class RQRunner:
             failure_ttl=int(config.MPBOT_ANSWER_TTL),
         )
 
-    def submit(self, msgid: str, sid: str, question: str, openid: str) -> None:
+    def submit(self, start: Start, openid: str) -> None:
         try:
             self.queue.enqueue(
                 "mpbot.jobs.answer",
-                msgid,
-                sid,
-                question,
+                start.msgid,
+                start.sid,
+                start.question,
                 openid,
-                job_id=f"answer-{msgid}",
+                job_id=f"answer-{start.msgid}",
                 # RQ logs the description; the default one would put the question in the logs.
-                description=f"answer MsgId {msgid}",
+                description=f"answer MsgId {start.msgid}",
                 unique=True,
                 # A worker killed mid-job: RQ runs it once more (run_answer skips an answer that
                 # exists), then gives up and answer_failed ends the answer.
@@ -257,51 +253,49 @@ class RQRunner:
                 **self.options,
             )
         except DuplicateJobError:
-            log.warning("job msgid=%s already queued; not starting it twice", msgid)
-        except Exception as exc:
-            raise StoreError(f"cannot enqueue on Redis: {exc}") from exc
+            log.warning("job msgid=%s already queued; not starting it twice", start.msgid)
+        except RedisError as exc:
+            raise StoreError(f"cannot enqueue on Redis: {exc.__class__.__name__}: {exc}") from exc
 
     def exists(self, msgid: str) -> bool:
         """Whether RQ holds the job of ``msgid`` (queued, running, or recently ended)."""
         try:
             return Job.exists(f"answer-{msgid}", connection=self.queue.connection)
-        except Exception as exc:
-            raise StoreError(f"cannot read the queue on Redis: {exc}") from exc
+        except RedisError as exc:
+            raise StoreError(f"cannot read the queue on Redis: {exc.__class__.__name__}: {exc}") from exc
 
     def in_flight(self) -> tuple[int, int]:
         """Jobs waiting in the queue, and jobs a worker is running (on every host)."""
         try:
             return self.queue.count, StartedJobRegistry(queue=self.queue).count
-        except Exception as exc:
-            raise StoreError(f"cannot read the queue on Redis: {exc}") from exc
+        except RedisError as exc:
+            raise StoreError(f"cannot read the queue on Redis: {exc.__class__.__name__}: {exc}") from exc
 
     def close(self) -> None:
         pass
 
 
 class PoolRunner:
-    """Embedded mode: a thread pool in this process in place of RQ workers. (RQ's workers install
-    signal handlers, which only the main thread may do, so they cannot run inside a web server.)"""
+    """Embedded mode: a thread pool in this process in place of RQ workers, running ``work``
+    (msgid, sid, question, openid) for each job. (RQ's workers install signal handlers, which only
+    the main thread may do, so they cannot run inside a web server.)"""
 
-    def __init__(self, config, store) -> None:
-        self.config = config
-        self.store = store
-        self.reader = None  # set by Services: the reader that starts each next question
-        self.llm = LLM(config)
+    def __init__(self, config, work: Callable[[str, str, str, str], None]) -> None:
+        self.work = work
         self.pool = ThreadPoolExecutor(config.MPBOT_EMBEDDED_WORKERS, thread_name_prefix="mpbot-llm")
         self._lock = threading.Lock()
         self._queued = self._running = 0
 
-    def submit(self, msgid: str, sid: str, question: str, openid: str) -> None:
+    def submit(self, start: Start, openid: str) -> None:
         with self._lock:
             self._queued += 1
-        self.pool.submit(self._run, msgid, sid, question, openid)
+        self.pool.submit(self._run, start.msgid, start.sid, start.question, openid)
 
     def _run(self, *args) -> None:
         with self._lock:
             self._queued, self._running = self._queued - 1, self._running + 1
         try:
-            run_answer(self.config, self.store, self.llm, self.reader, *args)
+            self.work(*args)
         finally:
             with self._lock:
                 self._running -= 1
@@ -316,8 +310,3 @@ class PoolRunner:
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
-        self.llm.close()
-
-
-def make_runner(config, store):
-    return PoolRunner(config, store) if config.embedded else RQRunner(config, store)

@@ -1,25 +1,27 @@
 """Every Redis key mpbot writes, named in one place.
 
-All keys live under one prefix (``MPBOT_KEY_PREFIX``, default ``mpbot``) and every key is written
-with a TTL by the store that uses it. RQ's own keys (``rq:*``) are RQ's; their TTLs are set on
-each job (see ``jobs.py``).
+All keys live under one prefix (``MPBOT_KEY_PREFIX``, default ``mpbot``). The module that owns a
+key (in the last column) writes it through the store's primitives, each of which takes a TTL. RQ's
+own keys (``rq:*``) are RQ's; their TTLs are set on each job (see ``jobs.py``).
 
-| key                         | type   | holds                                                   | TTL               |
-|-----------------------------|--------|---------------------------------------------------------|-------------------|
-| {p}:msg:{msgid}:n           | string | deliveries of one MsgId seen so far (INCR)              | MPBOT_ANSWER_TTL  |
-| {p}:msg:{msgid}:a           | stream | the answer's events: question, text, end (answers.py)   | MPBOT_ANSWER_TTL  |
-| {p}:reader:{openid}         | string | JSON: unread answers, question order, replies per MsgId | MPBOT_ANSWER_TTL  |
-| {p}:session:{openid}        | string | the id of the subscriber's chat session                 | MPBOT_SESSION_TTL |
-| {p}:history:{sid}           | list   | the session's question/answer turns (JSON)              | MPBOT_SESSION_TTL |
-| {p}:event:{openid}:{time}   | string | an event already handled (FromUserName+CreateTime)      | MPBOT_EVENT_TTL   |
-| {p}:rate:{openid}           | string | questions asked in the current rate window (INCR)       | MPBOT_RATE_WINDOW |
-| {p}:metrics                 | hash   | counters shown at /metrics (metrics.py)                 | MPBOT_METRICS_TTL |
-| {p}:health                  | string | written by /healthz to prove the store writes           | 60 s              |
-| {p}:wx:token                | string | JSON: the shared access_token and when to renew it      | its expires_in-30 |
-| {p}:wx:token:lock           | string | held by the one process fetching a new access_token     | API timeout + 5 s |
-| {p}:wx:fetches:{day}        | string | access_token fetches on that day (Beijing time) (INCR)  | 2 days            |
-| {p}:push:off                | string | why pushing is paused for the whole account             | MPBOT_PUSH_PAUSE  |
-| {p}:push:logged:{reason}    | string | a push failure's reason was logged (log it once)        | MPBOT_PUSH_PAUSE  |
+| key                       | type   | holds                                       | TTL               | owner    |
+|---------------------------|--------|---------------------------------------------|-------------------|----------|
+| {p}:msg:{msgid}:n         | string | deliveries of one MsgId so far (a counter)  | MPBOT_ANSWER_TTL  | window   |
+| {p}:msg:{msgid}:a         | stream | the answer's events: question, text, end    | MPBOT_ANSWER_TTL  | answers  |
+| {p}:reader:{openid}       | string | JSON: the subscriber's inbox (inbox.dump)   | MPBOT_ANSWER_TTL  | reader   |
+| {p}:session:{openid}      | string | the id of the subscriber's chat session     | MPBOT_SESSION_TTL | sessions |
+| {p}:history:{sid}         | list   | the session's question/answer turns (JSON)  | MPBOT_SESSION_TTL | sessions |
+| {p}:event:{openid}:{time} | string | an event already handled                    | MPBOT_EVENT_TTL   | bot      |
+| {p}:rate:{openid}         | string | questions in the rate window (a counter)    | MPBOT_RATE_WINDOW | bot      |
+| {p}:metrics               | hash   | counters shown at /metrics                  | MPBOT_METRICS_TTL | metrics  |
+| {p}:health                | string | written by /healthz: the store writes       | 60 s              | web      |
+| {p}:wx:token              | string | JSON: the shared access_token, renewal time | its expires_in-30 | push     |
+| {p}:wx:token:lock         | string | held by the one process fetching a token    | API timeout + 5 s | push     |
+| {p}:wx:fetches:{day}      | string | token fetches that day, Beijing time        | 2 days            | push     |
+| {p}:push:off              | string | why pushing is paused for the account       | MPBOT_PUSH_PAUSE  | push     |
+| {p}:push:logged:{reason}  | string | a push failure's reason was logged once     | MPBOT_PUSH_PAUSE  | push     |
+
+A counter's TTL runs from its first count.
 """
 
 

@@ -33,8 +33,8 @@ class Links:
         payload = f"{value}.{int(now or time.time()) + self.ttl}".encode()
         return f"{_b64(payload)}.{_b64(self._mac(kind, payload))}"
 
-    def url(self, msgid: str) -> str:
-        return f"{self.base}/answer/{self.token(msgid)}"
+    def url(self, msgid: str, now: float | None = None) -> str:
+        return f"{self.base}/answer/{self.token(msgid, now=now)}"
 
     def history_url(self, sid: str) -> str:
         return f"{self.base}/history/{self.token(sid, 'history')}"

@@ -65,34 +65,43 @@ def parse_field(text: str) -> tuple[str, dict[str, str]]:
     return name, dict(pair.split("=", 1) for pair in labels.split(",") if pair)
 
 
-def _add(store, amounts: dict[str, float]) -> None:
-    # A failure to count never breaks what is counted.
-    try:
-        store.add_metrics(amounts)
-    except StoreError as exc:
-        log.debug("metrics not counted: %s", exc)
+class Metrics:
+    """The counters in the store (``keys.metrics``, kept ``MPBOT_METRICS_TTL`` after their last
+    change). A failure to count never breaks what is counted."""
 
+    def __init__(self, config, store, keys) -> None:
+        self.store = store
+        self.key = keys.metrics()
+        self.ttl = config.MPBOT_METRICS_TTL
 
-def count(store, name: str, **labels) -> None:
-    _add(store, {field(name, **labels): 1})
+    def _add(self, amounts: dict[str, float]) -> None:
+        try:
+            self.store.add(self.key, amounts, self.ttl)
+        except StoreError as exc:
+            log.debug("metrics not counted: %s", exc)
 
+    def count(self, name: str, **labels) -> None:
+        self._add({field(name, **labels): 1})
 
-def observe(store, name: str, seconds: float) -> None:
-    amounts = {field(name, le=str(bound)): 1 for bound in BUCKETS if seconds <= bound}
-    amounts[field(name, le="+Inf")] = 1
-    amounts[field(name, stat="sum")] = seconds
-    _add(store, amounts)
+    def observe(self, name: str, seconds: float) -> None:
+        amounts = {field(name, le=str(bound)): 1 for bound in BUCKETS if seconds <= bound}
+        amounts[field(name, le="+Inf")] = 1
+        amounts[field(name, stat="sum")] = seconds
+        self._add(amounts)
+
+    def read(self) -> dict[str, float]:
+        return self.store.counters(self.key)
 
 
 class Collector:
     """Reads the counters from the store for ``prometheus_client``."""
 
-    def __init__(self, store, runner) -> None:
-        self.store = store
+    def __init__(self, metrics: Metrics, runner) -> None:
+        self.metrics = metrics
         self.runner = runner
 
     def collect(self):
-        raw = self.store.metrics()
+        raw = self.metrics.read()
         families = {key: CounterMetricFamily(name, doc, labels=labels) for key, (name, doc, labels) in COUNTERS.items()}
         histograms: dict[str, dict] = {key: {"buckets": {}, "sum": 0.0} for key in HISTOGRAMS}
         for text, value in sorted(raw.items()):
@@ -120,7 +129,7 @@ class Collector:
         yield in_flight
 
 
-def registry(store, runner) -> CollectorRegistry:
+def registry(metrics: Metrics, runner) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(Collector(store, runner))
+    registry.register(Collector(metrics, runner))
     return registry

@@ -15,16 +15,18 @@ permission, the IP not whitelisted, WeChat unreachable, a daily limit) pauses pu
 ``MPBOT_PUSH_PAUSE`` seconds; a failure for one subscriber (their 48 hours or their five messages
 are used) concerns that subscriber only. Either way the answer stays where the subscriber's next
 message fetches it, and each reason is logged once per pause, not once per message.
+
+``Courier`` pushes one subscriber's late answers, part by part, while this process holds the
+push lease in their inbox (``inbox.py`` decides what each message says and who holds the lease).
 """
 
 import json
 import logging
 import secrets
 import time
+from operator import methodcaller
 
 import requests
-
-from . import metrics
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +76,11 @@ class WeChatAPI:
     # token's last 5 minutes, and the old one keeps working for those 5 minutes).
     RENEW_BEFORE = 300
 
-    def __init__(self, config, store) -> None:
+    def __init__(self, config, store, keys, metrics) -> None:
         self.config = config
         self.store = store
-        self.keys = store.keys
+        self.keys = keys
+        self.metrics = metrics
         self.base = config.WECHAT_API_BASE.rstrip("/")
         self.timeout = config.WECHAT_API_TIMEOUT
         self.http = requests.Session()
@@ -85,7 +88,7 @@ class WeChatAPI:
     # --- the access_token ------------------------------------------------------------------
 
     def _cached(self) -> dict | None:
-        raw = self.store.get_value(self.keys.wx_token())
+        raw = self.store.get(self.keys.wx_token())
         return json.loads(raw) if raw else None
 
     def token(self, refused: str | None = None) -> str:
@@ -105,7 +108,7 @@ class WeChatAPI:
                 log.warning("access_token renewal failed, the current one is used until it expires: %s", exc.detail)
                 return cached["token"]
             finally:
-                self.store.delete_value(self.keys.wx_token_lock(), owner)
+                self.store.delete_if(self.keys.wx_token_lock(), owner)
         # None at all (or the one we had was refused): one process fetches, the others wait for it.
         deadline = time.monotonic() + self.timeout + 1
         while True:
@@ -117,7 +120,7 @@ class WeChatAPI:
                         return cached["token"]
                     return self._fetch()
                 finally:
-                    self.store.delete_value(self.keys.wx_token_lock(), owner)
+                    self.store.delete_if(self.keys.wx_token_lock(), owner)
             time.sleep(0.05)
             cached = self._cached()
             if cached is not None and cached["token"] != refused:
@@ -127,15 +130,15 @@ class WeChatAPI:
 
     def _lock(self) -> str | None:
         owner = secrets.token_hex(8)
-        taken = self.store.set_value(self.keys.wx_token_lock(), owner, self.timeout + 5, only_new=True)
+        taken = self.store.set(self.keys.wx_token_lock(), owner, self.timeout + 5, only_new=True)
         return owner if taken else None
 
     def _fetch(self) -> str:
-        fetches = self.store.count_value(self.keys.wx_fetches(beijing_day()), 2 * 86400)
+        fetches = self.store.incr(self.keys.wx_fetches(beijing_day()), 2 * 86400)
         limit = self.config.WECHAT_TOKEN_DAILY_LIMIT
         if fetches > limit:
             raise PushError("token_limit", f"{limit} access_token fetches today (WECHAT_TOKEN_DAILY_LIMIT)", True)
-        metrics.count(self.store, "wechat_token_fetches")
+        self.metrics.count("wechat_token_fetches")
         body = {
             "grant_type": "client_credential",
             "appid": self.config.WECHAT_APPID,
@@ -150,7 +153,7 @@ class WeChatAPI:
         renew_in = max(expires_in - self.RENEW_BEFORE, expires_in / 2)
         cached = {"token": payload["access_token"], "renew_at": now + renew_in}
         # Never handed out in its last half minute: a call made with it still has time to land.
-        self.store.set_value(self.keys.wx_token(), json.dumps(cached), max(1, expires_in - 30))
+        self.store.set(self.keys.wx_token(), json.dumps(cached), max(1, expires_in - 30))
         log.info("access_token fetched (%d today), valid %d s", fetches, expires_in)
         return payload["access_token"]
 
@@ -190,26 +193,27 @@ class WeChatAPI:
 
 
 class Pusher:
-    def __init__(self, config, store) -> None:
+    def __init__(self, config, store, keys, metrics) -> None:
         self.config = config
         self.store = store
-        self.keys = store.keys
-        self.api = WeChatAPI(config, store)
+        self.keys = keys
+        self.metrics = metrics
+        self.api = WeChatAPI(config, store, keys, metrics)
         self.pause = config.MPBOT_PUSH_PAUSE
 
     def available(self) -> bool:
         """Whether pushing is on for the account now (not paused after a failure)."""
-        return self.store.get_value(self.keys.push_off()) is None
+        return self.store.get(self.keys.push_off()) is None
 
     def send(self, openid: str, text: str) -> None:
         """Push ``text`` to the subscriber; PushError if it did not go."""
         try:
             self.api.send_text(openid, text)
         except PushError as exc:
-            metrics.count(self.store, "pushes", outcome=exc.reason)
+            self.metrics.count("pushes", outcome=exc.reason)
             if exc.account:
-                self.store.set_value(self.keys.push_off(), exc.reason, self.pause)
-            if self.store.set_value(self.keys.push_logged(exc.reason), "1", self.pause, only_new=True):
+                self.store.set(self.keys.push_off(), exc.reason, self.pause)
+            if self.store.set(self.keys.push_logged(exc.reason), "1", self.pause, only_new=True):
                 then = (
                     f"pushing is paused for {self.pause:g} s; meanwhile late answers wait behind the page link "
                     "and the next message"
@@ -218,11 +222,57 @@ class Pusher:
                 )
                 log.warning("push failed (%s): %s; %s (logged once per %g s)", exc.reason, exc.detail, then, self.pause)
             raise
-        metrics.count(self.store, "pushes", outcome="sent")
+        self.metrics.count("pushes", outcome="sent")
 
     def close(self) -> None:
         self.api.close()
 
 
-def make_pusher(config, store) -> Pusher | None:
-    return Pusher(config, store) if config.MPBOT_PUSH else None
+# The first pushed message of an answer waits this long after the reply that said it is coming,
+# so that the two arrive in that order.
+AFTER_REPLY = 1.0
+
+
+class Courier:
+    """Pushes one subscriber's late answers while this process holds their push lease (taken by
+    ``Inbox.finish``, kept in their inbox): oldest first, part by part, while WeChat allows more
+    messages. A lease not renewed for a minute lapses (its process died); the subscriber's next
+    message then fetches whatever was not pushed."""
+
+    def __init__(self, pusher: Pusher, inboxes, answers) -> None:
+        self.pusher = pusher
+        self.inboxes = inboxes  # load and apply transitions (reader.Inboxes)
+        self.answers = answers
+
+    def run(self, openid: str, owner: str) -> None:
+        while True:
+            now = time.time()
+            inbox = self.inboxes.load(openid)
+            if not inbox.holds(owner):
+                return  # the lease lapsed and another process took over
+            question = inbox.next_push(now)
+            if question is None:
+                if self.inboxes.apply(openid, methodcaller("release", owner, now)):
+                    return
+                continue  # another answer became pushable meanwhile
+            answer = self.answers.get(question.id)
+            if answer.final is None and answer.state != "gone":
+                # Its job ended without writing its end (Redis failed it): leave it to the next
+                # message, and go on with the others.
+                self.inboxes.apply(openid, methodcaller("unpushable", question.id))
+                continue
+            text, after = inbox.render_push(question, answer, now)
+            # (At most AFTER_REPLY: the reply's time is another host's clock.)
+            announced = question.announced_at or 0.0
+            time.sleep(min(AFTER_REPLY, max(0.0, announced + AFTER_REPLY - time.time())))
+            try:
+                self.pusher.send(openid, text)
+            except PushError as exc:
+                self.inboxes.apply(openid, methodcaller("release", owner, time.time(), exc.reason))
+                return
+            if not self.inboxes.apply(openid, methodcaller("pushed", owner, question, after, time.time())):
+                return
+
+
+def make_pusher(config, store, keys, metrics) -> Pusher | None:
+    return Pusher(config, store, keys, metrics) if config.MPBOT_PUSH else None

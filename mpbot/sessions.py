@@ -1,11 +1,62 @@
-"""Chat sessions and the commands that manage them: start, stop, clear, help.
+"""Chat sessions and the commands that manage them: start, stop, clear, history, help.
 
-A session is an id under the subscriber's openid that expires after ``MPBOT_SESSION_TTL`` idle
-seconds; every message renews it. Its history lives under the id, so ``/clear`` (a new id) and
-``/stop`` (no id) leave a job that is still writing to the old history nothing to bring back.
+A session is an id under the subscriber's openid (``keys.session``) that expires after
+``MPBOT_SESSION_TTL`` idle seconds; every message renews it, and its history (``keys.history``,
+under the id) with it. ``/clear`` gives the session a new id and ``/stop`` removes it, so a job
+still writing to the old history has nothing to bring back.
 """
 
-from . import metrics
+import json
+import secrets
+
+
+def _new_sid() -> str:
+    return secrets.token_urlsafe(12)
+
+
+class Sessions:
+    def __init__(self, config, store, keys) -> None:
+        self.store = store
+        self.keys = keys
+        self.ttl = config.MPBOT_SESSION_TTL
+        self.max_turns = config.MPBOT_HISTORY_TURNS
+
+    def touch(self, openid: str) -> str | None:
+        """The subscriber's session id, renewed with its history; None outside a session."""
+        sid = self.store.get(self.keys.session(openid), renew=self.ttl)
+        if sid is not None:
+            self.store.expire(self.keys.history(sid), self.ttl)
+        return sid
+
+    def start(self, openid: str) -> bool:
+        """Start a session; False when one is already going (it is renewed)."""
+        if self.store.set(self.keys.session(openid), _new_sid(), self.ttl, only_new=True):
+            return True
+        self.touch(openid)
+        return False
+
+    def clear(self, openid: str) -> bool:
+        """A new id for the session, its history dropped; False outside a session."""
+        old = self.store.swap(self.keys.session(openid), _new_sid(), self.ttl)
+        if old is None:
+            return False
+        self.store.delete(self.keys.history(old))
+        return True
+
+    def end(self, openid: str) -> bool:
+        """End the session and drop its history; False outside a session."""
+        sid = self.store.pop(self.keys.session(openid))
+        if sid is None:
+            return False
+        self.store.delete(self.keys.history(sid))
+        return True
+
+    def history(self, sid: str) -> list[dict[str, str]]:
+        return [json.loads(turn) for turn in self.store.items(self.keys.history(sid))]
+
+    def append(self, sid: str, question: str, answer: str) -> None:
+        turn = json.dumps({"q": question, "a": answer}, ensure_ascii=False)
+        self.store.push(self.keys.history(sid), turn, self.ttl, keep=self.max_turns)
 
 
 class Commands:
@@ -16,21 +67,21 @@ class Commands:
     def match(self, text: str) -> str | None:
         return self.names.get(text.strip().lower())
 
-    def run(self, name: str, store, reader, links, openid: str) -> str:
+    def run(self, name: str, sessions: Sessions, reader, links, metrics, openid: str) -> str:
         """Run a command (all but ``next``, which reads answers: see ``Reader``); its reply."""
         text = self.config.text
         if name == "start":
-            if not store.start_session(openid):
+            if not sessions.start(openid):
                 return text("already_started")
-            metrics.count(store, "sessions_started")
+            metrics.count("sessions_started")
             return text("started")
         if name == "stop":
             # Questions still waiting their turn are cancelled with the session.
             reader.drop(openid)
-            return text("stopped") if store.end_session(openid) else text("not_started")
+            return text("stopped") if sessions.end(openid) else text("not_started")
         if name == "clear":
-            return text("cleared") if store.clear_history(openid) else text("not_started")
+            return text("cleared") if sessions.clear(openid) else text("not_started")
         if name == "history":
-            sid = store.touch_session(openid)
+            sid = sessions.touch(openid)
             return text("not_started") if sid is None else text("history", url=links.history_url(sid))
         return text("help")

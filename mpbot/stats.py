@@ -20,13 +20,14 @@ def samples_from_store(config) -> tuple[dict, dict]:
     from rq.registry import FailedJobRegistry
 
     from .jobs import RQRunner
-    from .metrics import registry
+    from .keys import Keys
+    from .metrics import Metrics, registry
     from .store import RedisStore
 
     store = RedisStore(config)
     try:
         runner = RQRunner(config, store)
-        samples = _samples(registry(store, runner).collect())
+        samples = _samples(registry(Metrics(config, store, Keys(config.MPBOT_KEY_PREFIX)), runner).collect())
         queue = Queue(config.MPBOT_QUEUE, connection=store.rq_redis)
         rq = {"workers": len(Worker.all(queue=queue)), "failed": FailedJobRegistry(queue=queue).count}
     finally:

@@ -18,17 +18,13 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import metrics
-from .answers import fold
+from .answers import START, fold
 from .bot import Bot
 from .config import load_config
 from .errors import BadRequest, Forbidden, StoreError, TooLarge
-from .jobs import make_runner
-from .links import Links
 from .pages import headers as page_headers
 from .pages import markdown_html, nonce, view
-from .push import make_pusher
-from .reader import Reader
-from .store import START, make_store
+from .services import Services
 from .wechat import MAX_BODY, Crypto, parse_request, render, signature_ok
 from .window import Window
 
@@ -38,29 +34,17 @@ TEMPLATES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file_
 XML = "application/xml; charset=utf-8"
 
 
-class Services:
-    """Everything one app instance holds; ``close()`` releases it."""
+class WebServices(Services):
+    """The composition root's services, and what only a web process needs on top of them."""
 
     def __init__(self, config) -> None:
-        self.config = config
-        self.store = make_store(config)
-        self.runner = make_runner(config, self.store)
-        self.links = Links(config)
-        self.pusher = make_pusher(config, self.store)
-        self.reader = Reader(config, self.store, self.runner, self.links, self.pusher)
-        self.runner.reader = self.reader  # embedded mode's pool starts the next question itself
-        window = Window(config, self.store, self.reader)
-        self.bot = Bot(config, self.store, window, self.reader, self.links)
-        keys = [config.WECHAT_ENCODING_AES_KEY, config.WECHAT_PREVIOUS_ENCODING_AES_KEY]
-        self.crypto = Crypto(config.WECHAT_TOKEN, config.WECHAT_APPID, keys) if any(keys) else None
+        super().__init__(config)
+        window = Window(config, self.store, self.keys, self.answers, self.reader)
+        self.bot = Bot(self, window)
+        aes_keys = [config.WECHAT_ENCODING_AES_KEY, config.WECHAT_PREVIOUS_ENCODING_AES_KEY]
+        self.crypto = Crypto(config.WECHAT_TOKEN, config.WECHAT_APPID, aes_keys) if any(aes_keys) else None
         self.templates = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(default=True))
-        self.metrics = metrics.registry(self.store, self.runner)
-
-    def close(self) -> None:
-        self.runner.close()
-        if self.pusher is not None:
-            self.pusher.close()
-        self.store.close()
+        self.registry = metrics.registry(self.metrics, self.runner)
 
 
 def _read_body(limit: int) -> bytes:
@@ -88,7 +72,7 @@ def _cursor_ok(cursor: str) -> bool:
 
 def create_app(overrides=None) -> Bottle:
     config = load_config(overrides)
-    services = Services(config)
+    services = WebServices(config)
     if config.embedded:
         log.info(
             "embedded mode: state in this process's memory, model calls in an in-process pool of %d threads "
@@ -129,7 +113,7 @@ def create_app(overrides=None) -> Bottle:
         if token and not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
             return refuse(Forbidden("/metrics needs Authorization: Bearer MPBOT_METRICS_TOKEN"))
         try:
-            body = generate_latest(services.metrics)
+            body = generate_latest(services.registry)
         except StoreError as exc:
             log.error("metrics: store unreachable: %s", exc)
             return HTTPResponse(status=503, body=f"store unreachable: {exc}\n", headers={"Content-Type": "text/plain"})
@@ -139,6 +123,7 @@ def create_app(overrides=None) -> Bottle:
     def healthz():
         try:
             detail = services.store.ping()
+            services.store.set(services.keys.health(), "1", 60)  # it writes, too
         except StoreError as exc:
             log.error("healthz: store unreachable: %s", exc)
             return HTTPResponse(status=503, body=f"unhealthy: {exc}\n", headers={"Content-Type": "text/plain"})
@@ -154,14 +139,14 @@ def create_app(overrides=None) -> Bottle:
         if msgid is None:
             return page("answer.html", 404, view=None, message=config.text("page_invalid"))
         try:
-            events, cursor = services.store.read(msgid)
+            events, cursor = services.answers.read(msgid)
         except StoreError as exc:
             log.error("answer page: store unreachable: %s", exc)
             return page("answer.html", 503, view=None, message=config.text("page_store_down"))
         answer = fold(events)
         if answer.state == "gone":  # never asked, or kept past MPBOT_ANSWER_TTL
             return page("answer.html", 404, view=None, message=config.text("page_gone"))
-        metrics.count(services.store, "pages_viewed", page="answer")
+        services.metrics.count("pages_viewed", page="answer")
         return page(
             "answer.html",
             script_nonce=nonce(),
@@ -183,8 +168,8 @@ def create_app(overrides=None) -> Bottle:
         try:
             if not _cursor_ok(after):
                 raise BadRequest(f"bad cursor {after!r}")
-            services.store.read(msgid, after, config.MPBOT_PAGE_POLL)  # returns once there is news
-            events, cursor = services.store.read(msgid)
+            services.answers.read(msgid, after, config.MPBOT_PAGE_POLL)  # returns once there is news
+            events, cursor = services.answers.read(msgid)
         except BadRequest as exc:
             return refuse(exc)
         except StoreError as exc:
@@ -199,11 +184,11 @@ def create_app(overrides=None) -> Bottle:
         if sid is None:
             return page("history.html", 404, turns=None, message=config.text("page_invalid"))
         try:
-            turns = services.store.history(sid)
+            turns = services.sessions.history(sid)
         except StoreError as exc:
             log.error("history page: store unreachable: %s", exc)
             return page("history.html", 503, turns=None, message=config.text("page_store_down"))
-        metrics.count(services.store, "pages_viewed", page="history")
+        services.metrics.count("pages_viewed", page="history")
         return page("history.html", turns=[{"q": t["q"], "html": markdown_html(t["a"])} for t in turns])
 
     return app

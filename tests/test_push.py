@@ -278,10 +278,8 @@ def test_two_processes_share_one_token(redis_url, wechat_api_server, wechat_api)
     script = (
         "import sys, time\n"
         "from mpbot.config import load_config\n"
-        "from mpbot.push import WeChatAPI\n"
-        "from mpbot.store import RedisStore\n"
-        "config = load_config()\n"
-        "api = WeChatAPI(config, RedisStore(config))\n"
+        "from mpbot.services import Services\n"
+        "api = Services(load_config()).pusher.api\n"
         "time.sleep(max(0.0, float(sys.argv[1]) - time.time()))\n"
         "for n in range(3):\n"
         "    api.send_text(sys.argv[2], f'{sys.argv[2]} 的第 {n} 条')\n"
