@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 PIP := $(BIN)/python -m pip install --disable-pip-version-check -q
 
-.PHONY: run test chat check stats bench faults lint format redis-server chromium clean
+.PHONY: run test test-fast chat check stats bench faults lint format redis-server chromium clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,8 +33,14 @@ bench: $(VENV)/.test-deps redis-server
 faults: $(VENV)/.test-deps redis-server
 	$(BIN)/python bench/faults.py
 
+# Three test processes at once (pytest-xdist): the tests mostly wait on WeChat's timeouts.
 test: $(VENV)/.test-deps redis-server chromium lint
-	cd tests && ../$(BIN)/python -m pytest
+	cd tests && ../$(BIN)/python -m pytest -n 3
+
+# The fast lane: every test that starts no process, opens no browser and waits out no timeout
+# (the state machine, the store contract in memory, the webhook, commands, pages; under a minute).
+test-fast: $(VENV)/.test-deps lint
+	cd tests && ../$(BIN)/python -m pytest -m "not slow"
 
 lint: $(VENV)/.test-deps
 	$(BIN)/ruff check .

@@ -39,6 +39,20 @@ FAST = {"MPBOT_WECHAT_TIMEOUT": 1.0, "MPBOT_DELIVERY_WAIT": 0.8}
 WECHAT_TIMEOUT = FAST["MPBOT_WECHAT_TIMEOUT"]
 
 
+# Fixtures that start a process of their own (redis-server, RQ workers): whoever uses one is slow.
+SLOW_FIXTURES = {"redis_url", "rq_workers", "worker_env", "push_workers", "own_redis"}
+
+
+def pytest_collection_modifyitems(items):
+    """``make test-fast`` leaves out the tests marked ``slow``: those that start a process, and the
+    Redis runs of the tests that run in both modes (they need redis-server and RQ workers). Tests
+    that open a browser or wait out WeChat's timeouts are marked where they are written."""
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or "redis" in params.values():
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
 def hermetic_env(monkeypatch):
     """No setting leaks in from the machine running the tests."""

@@ -17,6 +17,7 @@ def in_session(wechat, openid="user-1"):
     assert "对话已开始" in wechat.say("/chatgpt", openid)
 
 
+@pytest.mark.slow
 def test_too_many_questions_get_a_friendly_reply_and_never_reach_the_model(make_bot, fake_llm):
     wechat = make_bot(MPBOT_RATE_LIMIT=2, MPBOT_RATE_WINDOW=2)
     in_session(wechat)
@@ -47,6 +48,7 @@ def test_a_question_with_a_banned_word_is_refused_before_the_model(make_bot, fak
     assert wechat.say("正常问题") == "答：正常问题"
 
 
+@pytest.mark.slow
 def test_an_answer_with_a_banned_word_is_withdrawn_in_the_chat_and_on_the_page(make_bot, fake_llm, mode):
     if mode == "redis":
         pytest.skip("the workers' banned words are set at their start; embedded covers the job")

@@ -47,6 +47,7 @@ def metrics(url: str, **headers) -> dict:
 # --- mpbot chat --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_chat_send_shows_each_delivery_and_the_reply_and_exits_0(bot, fake_llm):
     assert chat(bot, "--send", "/chatgpt", "--user", "admin").returncode == 0
     fake_llm.rules["慢一点"] = Rule(latency=1.4, content="**慢**的回答，[链接](https://example.com)")
@@ -59,6 +60,7 @@ def test_chat_send_shows_each_delivery_and_the_reply_and_exits_0(bot, fake_llm):
     assert fake_llm.calls_for("慢一点") == 1
 
 
+@pytest.mark.slow
 def test_chat_reads_messages_one_per_line(bot, fake_llm):
     result = subprocess.run(
         [sys.executable, "-m", "mpbot", "chat", "--url", f"{bot.url}/wechat", "--token", TOKEN, "--user", "piped"],
@@ -74,6 +76,7 @@ def test_chat_reads_messages_one_per_line(bot, fake_llm):
     assert result.stdout.rstrip().endswith("> 答：你好\nyou>")
 
 
+@pytest.mark.slow
 def test_chat_speaks_safe_mode(make_bot, fake_llm):
     bot = make_bot(aes_key=AES_KEY, appid=APPID)
     args = ("--aes-key", AES_KEY, "--appid", APPID, "--send")
@@ -82,6 +85,7 @@ def test_chat_speaks_safe_mode(make_bot, fake_llm):
     assert result.returncode == 0 and result.stdout.rstrip().endswith("> 答：加密的问题")
 
 
+@pytest.mark.slow
 def test_chat_shows_wechats_error_when_the_bot_fails_and_exits_1(bot):
     result = mpbot("chat", "--url", f"{bot.url}/wechat", "--token", "wrongtoken", "--send", "你好")
     assert result.returncode == 1
@@ -89,6 +93,7 @@ def test_chat_shows_wechats_error_when_the_bot_fails_and_exits_1(bot):
     assert "该公众号提供的服务出现故障" in result.stdout
 
 
+@pytest.mark.slow
 def test_chat_says_when_no_bot_is_there_and_exits_2():
     result = mpbot("chat", "--url", f"http://127.0.0.1:{free_port()}/wechat", "--token", TOKEN, "--send", "你好")
     assert result.returncode == 2
@@ -100,6 +105,7 @@ def test_chat_says_when_no_bot_is_there_and_exits_2():
 # --- mpbot check -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_check_passes_on_a_good_setup(make_bot, mode, worker_env):
     bot = make_bot()
     env = {**worker_env, "PUBLIC_URL": bot.url}
@@ -116,6 +122,7 @@ def test_check_passes_on_a_good_setup(make_bot, mode, worker_env):
         assert lines["workers"].startswith("OK   workers    4 RQ workers")
 
 
+@pytest.mark.slow
 def test_check_names_every_broken_item_and_its_fix(mode):
     dead = f"127.0.0.1:{free_port()}"
     env = {
@@ -137,6 +144,7 @@ def test_check_names_every_broken_item_and_its_fix(mode):
         assert lines["redis"].startswith("FAIL") and "start Redis or fix REDIS_URL" in lines["redis"]
 
 
+@pytest.mark.slow
 def test_check_never_prints_the_models_credentials():
     dead = f"127.0.0.1:{free_port()}"
     env = {"WECHAT_TOKEN": TOKEN, "OPENAI_API_KEY": "sk-very-secret", "OPENAI_BASE_URL": f"http://me:pw@{dead}/v1"}
@@ -145,6 +153,7 @@ def test_check_never_prints_the_models_credentials():
     assert "pw" not in result.stdout.replace("public url", "") and "sk-very-secret" not in result.stdout
 
 
+@pytest.mark.slow
 def test_check_explains_settings_it_cannot_load():
     result = mpbot("check", env={"WECHAT_TOKEN": ""})
     assert result.returncode == 1 and "WECHAT_TOKEN is not set" in result.stderr
@@ -153,6 +162,7 @@ def test_check_explains_settings_it_cannot_load():
 # --- /metrics and mpbot stats -----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_metrics_count_a_fast_and_a_slow_message(bot, fake_llm, mode, worker_env):
     bot.say("/chatgpt")
     fake_llm.rules["快"] = Rule(latency=0.1)

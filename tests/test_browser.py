@@ -12,6 +12,9 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from fakes import Rule
 
+# A browser.
+pytestmark = pytest.mark.slow
+
 ANSWER = (
     "## 小结\n\n"
     + "".join(f"第{i}句话说完了。" for i in range(1, 13))

@@ -11,6 +11,9 @@ from conftest import FAST, SHARED
 from fakes import Rule, WeChat, free_port, serve, text_xml
 from mpbot.web import create_app
 
+# Every test here waits through retries and deadlines, or stops and starts a redis-server.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def own_redis():

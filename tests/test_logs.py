@@ -4,10 +4,13 @@ import logging
 import re
 import time
 
+import pytest
+
 from fakes import Rule
 from mpbot.logs import user_tag
 
 
+@pytest.mark.slow
 def test_logs_say_what_happened_without_the_question_the_answer_or_the_openid(request, mode, bot, fake_llm, caplog):
     caplog.set_level(logging.INFO)
     bot.say("/chatgpt", openid="o-secret-openid")

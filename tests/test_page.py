@@ -5,6 +5,7 @@ import re
 import threading
 import time
 
+import pytest
 import requests
 
 from fakes import Rule, text_xml
@@ -41,6 +42,7 @@ def poll(url: str, cursor: str = "0-0") -> dict:
     return response.json()
 
 
+@pytest.mark.slow
 def test_page_shows_the_question_and_the_answer_growing_live_then_done(bot, fake_llm):
     in_session(bot)
     url = slow_answer(bot, fake_llm, "慢慢说", latency=0.2, content=SENTENCES, pieces=20, piece_delay=0.2)
@@ -72,6 +74,7 @@ def test_page_shows_the_question_and_the_answer_growing_live_then_done(bot, fake
     assert fake_llm.calls_for("慢慢说") == 1
 
 
+@pytest.mark.slow
 def test_reasoning_never_shows_on_the_page_even_while_it_streams(bot, fake_llm):
     in_session(bot)
     thinking = "<think>内心独白，" + "想" * 60 + "</think>"
@@ -89,6 +92,7 @@ def test_reasoning_never_shows_on_the_page_even_while_it_streams(bot, fake_llm):
     assert "答案是四。" in views[-1]["html"]
 
 
+@pytest.mark.slow
 def test_a_poll_waits_for_new_text_and_returns_as_soon_as_it_exists(bot, fake_llm):
     in_session(bot)
     url = slow_answer(bot, fake_llm, "慢慢说", latency=0.2, content=SENTENCES, pieces=4, piece_delay=1.0)
@@ -100,6 +104,7 @@ def test_a_poll_waits_for_new_text_and_returns_as_soon_as_it_exists(bot, fake_ll
     assert 0.05 < waited < 1.5, f"waited {waited:.2f} s for text that comes every second"
 
 
+@pytest.mark.slow
 def test_markdown_is_rendered_and_html_or_script_from_the_model_or_the_user_never_runs(bot, fake_llm):
     in_session(bot)
     answer = (
@@ -121,6 +126,7 @@ def test_markdown_is_rendered_and_html_or_script_from_the_model_or_the_user_neve
     assert "<script" not in poll(url)["html"]
 
 
+@pytest.mark.slow
 def test_a_model_failure_shows_a_clear_message_and_keeps_what_was_written(bot, fake_llm):
     in_session(bot)
     url = slow_answer(
@@ -143,6 +149,7 @@ def test_a_model_failure_shows_a_clear_message_and_keeps_what_was_written(bot, f
     assert "回答出错" in page and "<script" not in page
 
 
+@pytest.mark.slow
 def test_tampered_expired_or_wrong_kind_links_get_a_404_that_says_so_and_leaks_nothing(bot, fake_llm):
     in_session(bot)
     url = slow_answer(bot, fake_llm, "秘密问题", latency=3.2, content="秘密答案")

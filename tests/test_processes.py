@@ -6,7 +6,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
+
+# The real processes.
+pytestmark = pytest.mark.slow
 
 
 def test_fault_injection_loses_nothing_and_shows_no_wechat_error(redis_url):

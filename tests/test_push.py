@@ -20,6 +20,9 @@ from conftest import FAST, ROOT, SHARED, SHARED_PREFIX, TOKEN, run_workers
 from fakes import FakeWeChatAPI, Rule
 from mpbot.keys import Keys
 
+# Every test here waits for late answers (3.2 s) or starts processes.
+pytestmark = pytest.mark.slow
+
 APPID = "wx0123456789abcdef"
 APPSECRET = "fake-appsecret-0f1e2d3c4b5a69788796a5b4"
 QUEUE = "mpbot-push"

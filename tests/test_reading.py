@@ -72,6 +72,7 @@ def test_a_new_question_after_part_one_gets_its_own_answer(bot, fake_llm):
     assert bot.say(CONTINUE) == NOTHING_MORE
 
 
+@pytest.mark.slow
 def test_last_delivery_carries_the_text_so_far_and_continue_gives_the_rest(bot, fake_llm):
     in_session(bot)
     sentences = "".join(f"第{i}句话说完了。" for i in range(1, 21))
@@ -90,6 +91,7 @@ def test_last_delivery_carries_the_text_so_far_and_continue_gives_the_rest(bot, 
     assert fake_llm.calls_for("慢慢说") == 1
 
 
+@pytest.mark.slow
 def test_next_message_after_a_fallback_delivers_the_answer_and_its_question_is_answered_next(bot, fake_llm):
     in_session(bot)
     fake_llm.rules["难题"] = Rule(latency=3.2, content="难题的答案。")
@@ -106,6 +108,7 @@ def test_next_message_after_a_fallback_delivers_the_answer_and_its_question_is_a
     assert {"role": "assistant", "content": "难题的答案。"} in fake_llm.calls[1]["messages"]
 
 
+@pytest.mark.slow
 def test_any_message_fetches_the_answer_even_after_the_session_expired(make_bot, fake_llm):
     wechat = make_bot(MPBOT_SESSION_TTL=2)
     in_session(wechat)
@@ -118,6 +121,7 @@ def test_any_message_fetches_the_answer_even_after_the_session_expired(make_bot,
     assert fake_llm.calls_for("在吗") == 0
 
 
+@pytest.mark.slow
 def test_a_picture_after_a_fallback_fetches_the_answer_too(bot, fake_llm):
     in_session(bot)
     fake_llm.rules["难题"] = Rule(latency=3.2, content="难题的答案。")
@@ -133,6 +137,7 @@ def test_a_picture_after_a_fallback_fetches_the_answer_too(bot, fake_llm):
     assert "文字" in bot.reply_text(bot.post(image.replace(b"<MsgId>", b"<MsgId>9")).text)
 
 
+@pytest.mark.slow
 def test_a_question_sent_while_the_previous_is_generating_waits_its_turn(bot, fake_llm):
     in_session(bot)
     fake_llm.rules["第一问"] = Rule(latency=1.5, content="一")
@@ -147,6 +152,7 @@ def test_a_question_sent_while_the_previous_is_generating_waits_its_turn(bot, fa
     assert second_started >= first_ended, "one model call per subscriber at a time"
 
 
+@pytest.mark.slow
 def test_a_waiting_question_says_so_and_both_answers_are_read_in_order(bot, fake_llm):
     in_session(bot)
     fake_llm.rules["第一问"] = Rule(latency=3.3, content="一")
@@ -162,6 +168,7 @@ def test_a_waiting_question_says_so_and_both_answers_are_read_in_order(bot, fake
     assert bot.say(CONTINUE) == "二"
 
 
+@pytest.mark.slow
 def test_other_subscribers_do_not_wait_for_each_other(bot, fake_llm):
     in_session(bot, "alice")
     in_session(bot, "bob")
@@ -178,6 +185,7 @@ def test_other_subscribers_do_not_wait_for_each_other(bot, fake_llm):
     assert fake_llm.span("bob 的问题")[0] < fake_llm.span("alice 的问题")[1]
 
 
+@pytest.mark.slow
 def test_stop_cancels_a_waiting_question(bot, fake_llm):
     in_session(bot)
     fake_llm.rules["第一问"] = Rule(latency=1.5, content="一")
@@ -193,6 +201,7 @@ def test_stop_cancels_a_waiting_question(bot, fake_llm):
     assert fake_llm.calls_for("第二问") == 0
 
 
+@pytest.mark.slow
 def test_too_many_waiting_questions_get_asked_to_wait(make_bot, fake_llm):
     wechat = make_bot(MPBOT_MAX_QUEUED=1)
     in_session(wechat)
@@ -206,6 +215,7 @@ def test_too_many_waiting_questions_get_asked_to_wait(make_bot, fake_llm):
     assert fake_llm.calls_for("第三问") == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("broken_after", [3])
 def test_an_answer_that_breaks_off_says_so_and_keeps_no_half_answer_in_the_chat(bot, fake_llm, broken_after):
     in_session(bot)

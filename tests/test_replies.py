@@ -48,6 +48,7 @@ def test_reasoning_is_not_kept_in_the_history(bot, fake_llm):
     assert "内心独白" not in str(fake_llm.calls[-1]["messages"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("rule", "expected"),
     [
@@ -66,6 +67,7 @@ def test_llm_failures_give_a_clear_sentence_and_the_next_message_works(bot, fake
     assert bot.say("好问题") == "答：好问题"
 
 
+@pytest.mark.slow
 def test_llm_timeout_gives_a_clear_sentence(make_bot, fake_llm, mode):
     if mode == "redis":
         pytest.skip("the workers' deadline is set at their start; embedded covers the mapping")
@@ -75,6 +77,7 @@ def test_llm_timeout_gives_a_clear_sentence(make_bot, fake_llm, mode):
     assert "超时" in wechat.say("慢")
 
 
+@pytest.mark.slow
 def test_dead_llm_endpoint_gives_a_clear_sentence(make_bot, mode):
     if mode == "redis":
         pytest.skip("the workers' endpoint is set at their start; embedded covers it")

@@ -14,6 +14,9 @@ import requests
 from conftest import ROOT
 from fakes import WeChat, free_port
 
+# The real processes.
+pytestmark = pytest.mark.slow
+
 
 def start(tmp_path, env):
     shutil.copy(os.path.join(ROOT, "Procfile"), tmp_path / "Procfile")

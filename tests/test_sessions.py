@@ -77,6 +77,7 @@ def test_help_lists_every_command(bot):
         assert command in reply
 
 
+@pytest.mark.slow
 def test_session_ends_after_idle_ttl_and_every_message_renews_it(make_bot, fake_llm):
     wechat = make_bot(MPBOT_SESSION_TTL=2)
     wechat.say("/chatgpt")

@@ -39,6 +39,7 @@ def test_url_check_with_a_wrong_signature_is_forbidden(bot):
     assert "12345" not in response.text
 
 
+@pytest.mark.slow
 def test_forged_post_is_forbidden_and_runs_nothing(bot, fake_llm):
     assert "对话已开始" in bot.say("/chatgpt")
     query = {**bot.signed_query(), "signature": sha1_signature("not-the-token", "1", "2")}

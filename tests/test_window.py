@@ -13,6 +13,7 @@ def start_session(wechat, openid="user-1"):
     assert "对话已开始" in wechat.say("/chatgpt", openid)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("latency", "answered_on"),
     [(0.2, 1), (1.4, 2), (2.4, 3)],
@@ -32,6 +33,7 @@ def test_answer_arrives_on_the_first_delivery_that_finds_it_and_the_llm_runs_onc
     assert fake_llm.calls_for("今天天气如何") == 1
 
 
+@pytest.mark.slow
 def test_too_slow_answer_gets_a_link_on_the_last_delivery_in_time(bot, fake_llm):
     start_session(bot)
     fake_llm.rules["写一首长诗"] = Rule(latency=3.5, content="床前明月光")
@@ -51,6 +53,7 @@ def test_too_slow_answer_gets_a_link_on_the_last_delivery_in_time(bot, fake_llm)
     assert fake_llm.calls_for("写一首长诗") == 1
 
 
+@pytest.mark.slow
 def test_answer_already_there_when_a_delivery_arrives_is_sent_at_once(bot, fake_llm):
     start_session(bot)
     fake_llm.rules["快问"] = Rule(latency=0.3, content="快答")
@@ -123,6 +126,7 @@ def test_wechat_error_never_shown_for_a_retried_command(bot, fake_llm):
     assert "对话已开始" in bot.reply_text(again.text)
 
 
+@pytest.mark.slow
 def test_at_wechat_speed_answers_taking_1_7_12_and_14_seconds_all_arrive_in_the_chat(make_bot, fake_llm):
     """Default timings, WeChat's real 5 s per delivery: the issue's 1 s, 7 s and 12 s, and 14 s."""
     import concurrent.futures
