@@ -1,9 +1,10 @@
 """``python -m mpbot``: serve the bot (``make run``), run RQ workers (the Procfile's worker line),
 and the admin's tools: ``chat`` (play WeChat against a bot), ``check`` (the setup, item by item),
-``stats`` (the /metrics figures as a table). Every command reads the same settings as the bot:
-``settings.py``, the environment, and ``.env`` (which ``make run`` writes).
+``stats`` (the /metrics figures as a table). Every command reads the same settings:
+``settings.py``, the environment, and ``.env`` in the working directory (which ``make run``
+writes; the environment wins).
 
-Nothing imports this module.
+Only ``__main__`` imports this module.
 """
 
 import argparse
@@ -115,6 +116,7 @@ def worker(args) -> int:
     from rq.serializers import JSONSerializer
     from rq.worker_pool import WorkerPool
 
+    _use_env_file()
     try:
         config = load_config()
     except ConfigError as exc:

@@ -2,7 +2,7 @@
 
     MpbotError
     ├── ConfigError        a setting is missing or malformed; the message says which and how to fix it
-    ├── StoreError         Redis (or the in-memory store) could not be reached or answered badly
+    ├── StoreError         Redis could not be reached or answered badly (the in-memory store never raises it)
     ├── LLMError           the model call failed; ``kind`` says how (see below)
     └── BadRequest         a request WeChat sent (or someone forged) that we refuse with a 4xx
         ├── Forbidden      a signature that does not hold (403)
