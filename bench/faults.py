@@ -159,17 +159,25 @@ def web_restart(fake: FakeLLM) -> dict:
 
 def sigterm(fake: FakeLLM) -> dict:
     """SIGTERM the web and the workers while a delivery waits and its job runs."""
-    stack = Stack(fake.url).start()
+    # WeChat's real 5 s for the delivery (the other scenarios run its clock five times faster):
+    # a machine busy with other work still answers within it.
+    stack = Stack(fake.url, MPBOT_WECHAT_TIMEOUT="5.0", MPBOT_DELIVERY_WAIT="4.5").start()
     try:
         wechat = WeChat(stack.url, TOKEN, timeout=5.0)
         wechat.say("/chatgpt")
-        # Answered within the held delivery (1.5 s here), while both processes shut down.
+        # Answered within the held delivery (5.5 s here), while both processes shut down.
         fake.rules["正在关机"] = Rule(latency=1.2)
         result = {}
         msgid = wechat.new_msgid()
         thread = threading.Thread(target=lambda: result.update(r=wechat.post(text_xml("正在关机", msgid), timeout=8)))
         thread.start()
-        time.sleep(0.5)
+        # Mid-answer: once a worker has started the job (on a loaded machine that can take longer
+        # than the model's 1.2 s would leave to spare after a fixed pause).
+        client, key = redis.Redis(port=stack.redis_port), Keys("mpbot").answer(str(msgid))
+        deadline = time.monotonic() + 5
+        while not any(b'"started"' in fields[b"e"] for _id, fields in client.xrange(key)):
+            assert time.monotonic() < deadline, "no worker started the job within 5 s"
+            time.sleep(0.02)
         stack.signal(stack.web, signal.SIGTERM)
         stack.signal(stack.workers, signal.SIGTERM)
         thread.join()
