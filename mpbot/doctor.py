@@ -52,13 +52,20 @@ def check_secret(config, from_environment: bool):
     return WARN, "link key", "SECRET_KEY is not set: links sent before a restart stop working after it; set SECRET_KEY"
 
 
-def check_redis(store):
+def check_redis(config, store):
     if store is None:
         return INFO, "redis", "embedded mode (no REDIS_URL): one process, state in memory"
+    from .keys import Keys
+
     try:
-        return OK, "redis", f"reachable, {store.ping()}"
+        detail = store.ping()
+        store.set(Keys(config.MPBOT_KEY_PREFIX).health(), "1", 60)  # it takes writes, too
+        version = store.redis.info("server").get("redis_version", "0")
     except Exception as exc:
         return FAIL, "redis", f"{exc}: start Redis or fix REDIS_URL"
+    if tuple(int(part) for part in re.findall(r"\d+", version)[:2]) < (7, 0):
+        return FAIL, "redis", f"Redis {version} is too old: mpbot needs Redis 7.0 or newer (for EXPIRE ... NX)"
+    return OK, "redis", f"reachable and takes writes, {detail}"
 
 
 def check_workers(config, store):
@@ -179,7 +186,7 @@ def run_checks(config, from_environment: bool):
     yield check_secret(config, from_environment)
     store = None if config.embedded else RedisStore(config)
     try:
-        redis = check_redis(store)
+        redis = check_redis(config, store)
         yield redis
         if redis[0] == FAIL:
             yield INFO, "workers", "not checked: Redis is unreachable"
