@@ -18,7 +18,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-START = "0-0"  # the cursor before the first event (store.START)
+from .store import START
+
 FINAL = ("done", "error")
 
 
