@@ -118,7 +118,8 @@ def test_check_passes_on_a_good_setup(make_bot, mode, worker_env):
     assert "answered a one-token request" in lines["model"]
     assert lines["public"].startswith("OK")
     if mode == "redis":
-        assert lines["redis"].startswith("OK") and re.search(r"reachable and takes writes, redis \d+\.\d+", lines["redis"])
+        assert lines["redis"].startswith("OK")
+        assert re.search(r"reachable and takes writes, redis \d+\.\d+", lines["redis"])
         assert lines["workers"].startswith("OK   workers    4 RQ workers")
 
 
