@@ -394,7 +394,7 @@ class Inbox:
             raise StaleAnswer(reply.target)
         if target is None and reply.target in self.read and answer.done:
             # Read whole meanwhile, by another message sent while this one waited for it.
-            memo.shown = self.rules.text("answer_end") + (self.rules.text(f"note_{reply.note}") if reply.note else "")
+            memo.shown = self.rules.text("answer_end") + self._note(reply.note)
             return memo.shown
         if target is None:  # no longer tracked (after /stop): show it from the start
             target = Question(id=reply.target, asked_at=now, status=Status.FINISHED)
@@ -455,8 +455,7 @@ class Inbox:
         current = self.find(before.id)
         if current is not None and (current.offset, current.part) == (before.offset, before.part):
             if after.mode == Mode.READ:
-                self.questions = [q for q in self.questions if q is not current]
-                self.read[current.id] = now
+                self._leave(current, now, read=True)
             else:
                 current.mode, current.offset, current.part, current.digest = (
                     after.mode,
@@ -505,10 +504,17 @@ class Inbox:
     def _move(self, question: Question, event: Event, now: float) -> None:
         mode = MODES[question.mode].get(event, question.mode)
         if mode == Mode.READ:
-            self.questions = [q for q in self.questions if q is not question]
-            if event in (Event.SHOWN_WHOLE, Event.SHOWN_LAST):
-                self.read[question.id] = now
+            self._leave(question, now, read=event in (Event.SHOWN_WHOLE, Event.SHOWN_LAST))
         question.mode = mode
+
+    def _leave(self, question: Question, now: float, read: bool) -> None:
+        """``question`` leaves the inbox; ``read``: it was read whole (not left or stopped)."""
+        self.questions = [q for q in self.questions if q is not question]
+        if read:
+            self.read[question.id] = now
+
+    def _note(self, note: Note) -> str:
+        return self.rules.text(f"note_{note}") if note else ""
 
     def _replies(self, now: float) -> dict[str, Reply]:
         for msgid in [m for m, reply in self.replies.items() if now - reply.at > self.rules.remember]:
@@ -566,7 +572,7 @@ class Inbox:
         event it was for the question's mode. ``more``: the text after a part that is not the
         last; ``push``: an unfinished answer will be pushed."""
         text_of = self.rules.text
-        after = text_of(f"note_{note}") if note else ""
+        after = self._note(note)
         url = self.rules.link(question.id, now)
         if answer.failed or answer.state == "gone":
             message = self.rules.error_text(answer.final["kind"]) if answer.failed else text_of("gone")
