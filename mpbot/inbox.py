@@ -300,6 +300,15 @@ class Inbox:
             return None
         return Start(msgid, answer.sid, answer.question)
 
+    def keep_for(self, idle: float, pending: float) -> float:
+        """How long to keep this inbox after a change: ``pending`` while it holds an answer the
+        subscriber has not read whole; else ``idle`` (the session's idle time), and never less
+        than a MsgId's decided reply is remembered. An inbox that is forgotten starts empty, as
+        for a new subscriber: the push quota restarts with the next message anyway."""
+        if self.questions:
+            return pending
+        return max(idle, self.rules.remember)
+
     def holds(self, owner: str) -> bool:
         return self.push is not None and self.push.owner == owner
 

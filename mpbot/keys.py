@@ -8,7 +8,7 @@ own keys (``rq:*``) are RQ's; their TTLs are set on each job (see ``jobs.py``).
 |---------------------------|--------|---------------------------------------------|-------------------|----------|
 | {p}:msg:{msgid}:n         | string | deliveries of one MsgId so far (a counter)  | MPBOT_ANSWER_TTL  | window   |
 | {p}:msg:{msgid}:a         | stream | the answer's events: question, text, end    | MPBOT_ANSWER_TTL  | answers  |
-| {p}:reader:{openid}       | string | JSON: the subscriber's inbox (inbox.dump)   | MPBOT_ANSWER_TTL  | reader   |
+| {p}:reader:{openid}       | string | JSON: the subscriber's inbox (inbox.dump)   | see below         | reader   |
 | {p}:session:{openid}      | string | the id of the subscriber's chat session     | MPBOT_SESSION_TTL | sessions |
 | {p}:history:{sid}         | list   | the session's question/answer turns (JSON)  | MPBOT_SESSION_TTL | sessions |
 | {p}:event:{openid}:{time} | string | an event already handled                    | MPBOT_EVENT_TTL   | bot      |
@@ -21,7 +21,9 @@ own keys (``rq:*``) are RQ's; their TTLs are set on each job (see ``jobs.py``).
 | {p}:push:off              | string | why pushing is paused for the account       | MPBOT_PUSH_PAUSE  | push     |
 | {p}:push:logged:{reason}  | string | a push failure's reason was logged once     | MPBOT_PUSH_PAUSE  | push     |
 
-A counter's TTL runs from its first count.
+A counter's TTL runs from its first count. An inbox with an answer the subscriber has not read
+is kept MPBOT_ANSWER_TTL; one with nothing pending, MPBOT_SESSION_TTL (or the 76 s a MsgId's
+reply is remembered, if longer).
 """
 
 

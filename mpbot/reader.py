@@ -23,13 +23,15 @@ T = TypeVar("T")
 
 
 class Inboxes:
-    """The subscribers' inboxes in the store, kept ``MPBOT_ANSWER_TTL`` after their last change."""
+    """The subscribers' inboxes in the store, kept ``MPBOT_ANSWER_TTL`` after their last change
+    while they hold an answer not read whole, ``MPBOT_SESSION_TTL`` when nothing is pending."""
 
     def __init__(self, config, store, keys, rules: Rules) -> None:
         self.store = store
         self.keys = keys
         self.rules = rules
-        self.ttl = config.MPBOT_ANSWER_TTL
+        self.pending_ttl = config.MPBOT_ANSWER_TTL
+        self.idle_ttl = config.MPBOT_SESSION_TTL
 
     def load(self, openid: str) -> Inbox:
         """The inbox as it is now (to read; change it with ``apply``)."""
@@ -39,12 +41,12 @@ class Inboxes:
         """Apply ``transition`` to the subscriber's inbox and save it, atomically (it may run
         again on a concurrent write: it must have no side effects); what it returned."""
 
-        def change(raw: str | None) -> tuple[str, T]:
+        def change(raw: str | None) -> tuple[str, float, T]:
             inbox = self._load(openid, raw)
             result = transition(inbox)
-            return dump(inbox), result
+            return dump(inbox), inbox.keep_for(self.idle_ttl, self.pending_ttl), result
 
-        return self.store.update(self.keys.reader(openid), change, self.ttl)
+        return self.store.update(self.keys.reader(openid), change)
 
     def _load(self, openid: str, raw: str | None) -> Inbox:
         try:

@@ -57,10 +57,10 @@ class Store(Protocol):
 
     # --- a document changed atomically -----------------------------------------------------
 
-    def update(self, key: str, change: Callable[[str | None], tuple[str, T]], ttl: float) -> T:
-        """Replace the value of ``key`` (None if absent) with what ``change`` makes of it,
-        atomically, and return what else ``change`` returned. On a concurrent write ``change``
-        runs again on the new value, so it must have no side effects."""
+    def update(self, key: str, change: Callable[[str | None], tuple[str, float, T]]) -> T:
+        """Replace the value of ``key`` (None if absent) with what ``change`` makes of it, kept
+        for the TTL ``change`` gives, atomically, and return what else ``change`` returned. On a
+        concurrent write ``change`` runs again on the new value, so it must have no side effects."""
 
     # --- a stream of events ----------------------------------------------------------------
 
@@ -158,9 +158,9 @@ class RedisStore:
     def incr(self, key: str, ttl: float) -> int:
         return self._pipe(lambda pipe: pipe.incr(key).pexpire(key, _ms(ttl), nx=True))[0]
 
-    def update(self, key: str, change: Callable[[str | None], tuple[str, T]], ttl: float) -> T:
+    def update(self, key: str, change: Callable[[str | None], tuple[str, float, T]]) -> T:
         def transaction(pipe):
-            value, result = change(pipe.get(key))
+            value, ttl, result = change(pipe.get(key))
             pipe.multi()
             pipe.set(key, value, px=_ms(ttl))
             return result
@@ -295,9 +295,9 @@ class MemoryStore:
             self._keep(key, count + 1)
             return count + 1
 
-    def update(self, key: str, change: Callable[[str | None], tuple[str, T]], ttl: float) -> T:
+    def update(self, key: str, change: Callable[[str | None], tuple[str, float, T]]) -> T:
         with self._lock:
-            value, result = change(self._get(key))
+            value, ttl, result = change(self._get(key))
             self._set(key, value, ttl)
             return result
 

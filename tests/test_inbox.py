@@ -43,6 +43,20 @@ def test_a_quick_answer_is_the_reply_and_leaves_the_inbox():
     assert c.starts[m.msgid] == 1
 
 
+def test_an_inbox_with_nothing_pending_is_kept_only_as_long_as_a_session():
+    c = conversation()
+    week, session = 7 * 24 * 3600.0, 300.0
+    m = c.ask("几点了", "三点。")
+    assert c.inbox().keep_for(session, week) == week, "an answer on its way is kept"
+    c.end(m.msgid)
+    assert m.texts == ["三点。"]
+    assert c.inbox().keep_for(session, week) == session, "read: kept as long as a session"
+    assert c.inbox().keep_for(10.0, week) == c.rules.remember, "never shorter than a MsgId's reply is remembered"
+    late = c.ask("慢问题", LONG)
+    c.wait(c.rules.window + 1)  # its window ends unread: the next message fetches it
+    assert late.texts and c.inbox().keep_for(session, week) == week
+
+
 def test_every_delivery_of_a_message_says_the_same_and_reading_moves_on_once():
     c = conversation()
     m = c.ask("讲长一点", LONG)

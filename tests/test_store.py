@@ -146,8 +146,8 @@ def test_a_counter_counts_every_concurrent_count_once(store, key):
 
 def test_update_creates_changes_and_returns_what_the_change_returned(store, key):
     k = key()
-    assert store.update(k, lambda raw: ("1", raw), 60) is None
-    assert store.update(k, lambda raw: (str(int(raw) + 1), "result"), 60) == "result"
+    assert store.update(k, lambda raw: ("1", 60, raw)) is None
+    assert store.update(k, lambda raw: (str(int(raw) + 1), 60, "result")) == "result"
     assert store.get(k) == "2"
 
 
@@ -158,11 +158,11 @@ def test_update_is_atomic_under_concurrent_writers(store, key):
         doc = json.loads(raw) if raw else {"n": 0}
         time.sleep(0.001)  # widen the window between read and write
         doc["n"] += 1
-        return json.dumps(doc), doc["n"]
+        return json.dumps(doc), 60, doc["n"]
 
     def worker():
         for _ in range(10):
-            store.update(k, add_one, 60)
+            store.update(k, add_one)
 
     threads = [threading.Thread(target=worker) for _ in range(6)]
     for thread in threads:
@@ -180,13 +180,13 @@ def test_update_that_raises_writes_nothing(store, key):
         raise ValueError("no")
 
     with pytest.raises(ValueError):
-        store.update(k, broken, 60)
+        store.update(k, broken)
     assert store.get(k) == "before"
 
 
 def test_update_sets_the_ttl(store, key):
     k = key()
-    store.update(k, lambda raw: ("v", None), TTL)
+    store.update(k, lambda raw: ("v", TTL, None))
     time.sleep(GONE)
     assert store.get(k) is None
 
@@ -250,7 +250,7 @@ def test_counters_add_up_and_expire(store, key):
 def test_redis_that_cannot_be_reached_is_a_store_error_and_fast(free_redis_url):
     store = RedisStore(load_config({"WECHAT_TOKEN": "t", "SECRET_KEY": "k", "REDIS_URL": free_redis_url}))
     started = time.monotonic()
-    for call in (lambda: store.get("k"), lambda: store.update("k", lambda raw: ("v", None), 60), store.ping):
+    for call in (lambda: store.get("k"), lambda: store.update("k", lambda raw: ("v", 60, None)), store.ping):
         with pytest.raises(StoreError, match="Redis"):
             call()
     assert time.monotonic() - started < 5
