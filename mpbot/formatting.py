@@ -1,4 +1,5 @@
-"""Model output made fit for a WeChat text bubble: no reasoning, no Markdown, under the byte limit."""
+"""Model output made fit for a WeChat text bubble: no reasoning, no Markdown, no links of its own,
+under the byte limit; and text of any origin made fit for XML."""
 
 import re
 
@@ -16,6 +17,12 @@ _ITALIC = re.compile(r"(?<![\w*])\*(?=\S)([^*\n]+?)(?<=\S)\*(?![\w*])")
 _STRIKE = re.compile(r"~~(?=\S)(.+?)(?<=\S)~~")
 _CODE = re.compile(r"`([^`\n]+)`")
 _BLANKS = re.compile(r"\n{3,}")
+# What XML 1.0 cannot carry (C0 controls other than tab, LF and CR; U+FFFE, U+FFFF; surrogates):
+# in a reply, WeChat shows its error; in a page or a pushed message, the encoder fails.
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+# An anchor the model wrote: WeChat would show it as a link whose text can hide where it goes.
+_ANCHOR = re.compile(r"<\s*a\b[^>]*?\bhref\s*=\s*([\"']?)([^\"'>\s]*)\1[^>]*>(.*?)<\s*/\s*a\s*>", re.I | re.S)
+_TAG_A = re.compile(r"<(?=\s*/?\s*a\b)", re.I)
 # Where a cut may fall, best first: a paragraph, a line, a sentence, a clause, a word.
 _BOUNDARIES = (
     re.compile(r"\n\s*\n"),
@@ -24,6 +31,23 @@ _BOUNDARIES = (
     re.compile(r"[；;，,、：:]"),
     re.compile(r"\s"),
 )
+
+
+def xml_safe(text: str) -> str:
+    """``text`` without the characters XML 1.0 cannot carry."""
+    return _NOT_XML.sub("", text)
+
+
+def no_anchors(text: str) -> str:
+    """Model text with no ``<a>`` WeChat would render: ``<a href="u">label</a>`` becomes
+    ``label (u)``, and any other ``<a`` or ``</a`` loses its ``<`` to a look-alike ＜. Only the
+    bot's own texts (``TEXTS``) carry links."""
+
+    def plain(m: re.Match) -> str:
+        label, url = _TAG_A.sub("＜", m.group(3)).strip(), m.group(2)
+        return label if not url or label == url else f"{label} ({url})"
+
+    return _TAG_A.sub("＜", _ANCHOR.sub(plain, text))
 
 
 def strip_think(text: str) -> str:
@@ -42,7 +66,9 @@ def _inline(line: str) -> str:
 
 def markdown_to_text(markdown: str) -> str:
     """Markdown as plain text that reads well in WeChat: headings in 【】, bullets as •, code kept
-    as it is (without its fences), emphasis and link syntax dropped."""
+    as it is (without its fences), emphasis and link syntax dropped, and no link the model wrote
+    as HTML."""
+    markdown = no_anchors(xml_safe(markdown))
     out: list[str] = []
     in_code = False
     for line in markdown.replace("\r\n", "\n").split("\n"):

@@ -12,14 +12,15 @@ import time
 import openai
 
 from .errors import LLMError, StoreError
-from .formatting import strip_think
+from .formatting import strip_think, xml_safe
 
 log = logging.getLogger(__name__)
 
 
 def build_messages(system: str, history: list[dict[str, str]], question: str, budget: int) -> list[dict[str, str]]:
     """System prompt, then as many of the latest whole turns as fit in ``budget`` characters,
-    oldest first, then the question."""
+    oldest first, then the question. Characters XML cannot carry are left out of every turn, so a
+    history kept by an older release cannot break the request."""
     turns: list[dict[str, str]] = []
     used = 0
     for turn in reversed(history):
@@ -27,9 +28,12 @@ def build_messages(system: str, history: list[dict[str, str]], question: str, bu
         if used + size > budget:
             break
         used += size
-        turns[:0] = [{"role": "user", "content": turn["q"]}, {"role": "assistant", "content": turn["a"]}]
+        turns[:0] = [
+            {"role": "user", "content": xml_safe(turn["q"])},
+            {"role": "assistant", "content": xml_safe(turn["a"])},
+        ]
     messages = [{"role": "system", "content": system}] if system else []
-    return [*messages, *turns, {"role": "user", "content": question}]
+    return [*messages, *turns, {"role": "user", "content": xml_safe(question)}]
 
 
 RETRYABLE = ("rate_limited", "unavailable", "unreachable")
@@ -129,8 +133,11 @@ class LLM:
                     if delta is None:
                         continue
                     refusal += getattr(delta, "refusal", None) or ""
-                    if delta.content:
-                        raw += delta.content
+                    # The model's words are untrusted: what XML cannot carry never enters the
+                    # answer, so no reply, page, pushed message or session history holds it.
+                    content = xml_safe(delta.content or "")
+                    if content:
+                        raw += content
                         if on_text is not None:
                             on_text(raw)
         except (LLMError, StoreError):  # ours: the deadline, or on_text could not store the text

@@ -13,6 +13,7 @@ import secrets
 from markdown_it import MarkdownIt
 
 from .answers import Answer
+from .formatting import xml_safe
 
 
 def _markdown() -> MarkdownIt:
@@ -37,8 +38,9 @@ _MD = _markdown()
 
 
 def markdown_html(text: str) -> str:
-    """Markdown (from the model) as HTML that is safe to put in the page."""
-    return _MD.render(text)
+    """Markdown (from the model) as HTML that is safe to put in the page (and to encode: no
+    lone surrogates)."""
+    return _MD.render(xml_safe(text))
 
 
 def status_text(config, answer: Answer) -> str:

@@ -28,6 +28,8 @@ from operator import methodcaller
 
 import requests
 
+from .formatting import xml_safe
+
 log = logging.getLogger(__name__)
 
 TOKEN_REFUSED = {40001, 40014, 42001}  # invalid credential, invalid token, token expired
@@ -179,7 +181,7 @@ class WeChatAPI:
         return payload
 
     def send_text(self, openid: str, text: str) -> None:
-        body = {"touser": openid, "msgtype": "text", "text": {"content": text}}
+        body = {"touser": openid, "msgtype": "text", "text": {"content": xml_safe(text)}}
         token = self.token()
         payload = self._post("/cgi-bin/message/custom/send", body, token)
         if payload.get("errcode") in TOKEN_REFUSED:

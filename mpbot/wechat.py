@@ -15,6 +15,7 @@ from werobot.parser import parse_xml, process_message
 from werobot.utils import get_signature
 
 from .errors import BadRequest, Forbidden
+from .formatting import xml_safe
 
 MAX_BODY = 64 * 1024
 # WeChat never sends a DTD; refusing one before parsing rules out entity expansion and XXE.
@@ -112,6 +113,9 @@ def cdata(text: str) -> str:
 
 
 def text_reply(message, content: str) -> werobot.replies.TextReply:
+    """A text reply to ``message``; ``content`` may hold anything (model text included): what XML
+    cannot carry is left out and ``]]>`` is split."""
+    content = xml_safe(content)
     return werobot.replies.TextReply(
         source=cdata(message.target), target=cdata(message.source), content=cdata(content), time=int(time.time())
     )

@@ -150,7 +150,8 @@ class FakeLLM:
                         "model": body["model"],
                         "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
                     }
-                    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n".encode()
+                    # ASCII, escapes and all, as servers send it (a lone surrogate is sent as \ud800).
+                    return f"data: {json.dumps(payload)}\n\n".encode()
 
                 def write(data):  # chunked, so that a connection cut short is an error, not an end
                     self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")

@@ -168,6 +168,18 @@ def test_an_answer_in_the_window_is_still_the_reply(push_bot, fake_llm, wechat_a
     assert (wechat_api.fetches, wechat_api.sends) == (0, 0), "nothing pushed, not even a token fetched"
 
 
+def test_a_pushed_answer_carries_no_character_xml_cannot_and_no_link_the_model_wrote(push_bot, fake_llm, wechat_api):
+    bot = push_bot()
+    in_session(bot)
+    evil = '晚到的回答\x00\x1b\ufffe\udfff。<a href="http://evil.example">点此领奖</a>'
+    fake_llm.rules["慢一点"] = Rule(latency=LATE, content=evil)
+    assert bot.say("慢一点").startswith(COMING)
+    (text,) = wechat_api.wait_texts("user-1", 1)
+    assert text.startswith("晚到的回答。点此领奖 (http://evil.example)"), text
+    assert "<a" not in text and not set("\x00\x1b\ufffe\udfff") & set(text)
+    assert fake_llm.calls_for("慢一点") == 1
+
+
 def test_without_push_nothing_calls_wechat_and_late_answers_wait_as_before(make_bot, fake_llm, wechat_api_server):
     fake, url = wechat_api_server
     fake.reset()
