@@ -96,9 +96,12 @@ MPBOT_WEB_THREADS = 400
 PUBLIC_URL = "http://127.0.0.1:8000"
 # Signs answer links. Generated per process in embedded mode; required with Redis.
 SECRET_KEY = ""
-# When set, /metrics answers only requests with `Authorization: Bearer <this>`. Empty: /metrics
-# is open (keep it off the public internet at your proxy).
+# When set, /metrics answers requests with `Authorization: Bearer <this>`. Empty: /metrics answers
+# only requests from this host itself (loopback, not through a proxy).
 MPBOT_METRICS_TOKEN = ""
+# The proxies whose X-Forwarded-For header names the real client (addresses or networks, "*" for
+# any; gunicorn's forwarded_allow_ips). Anyone else's header is ignored.
+MPBOT_FORWARDED_ALLOW_IPS = ["127.0.0.1", "::1"]
 
 # --- Timings (seconds) --------------------------------------------------------------------------
 
@@ -120,6 +123,13 @@ MPBOT_LINK_TTL = 7 * 24 * 3600
 MPBOT_STREAM_INTERVAL = 0.3
 # How long the answer page's request for more text waits before it asks again.
 MPBOT_PAGE_POLL = 10.0
+# Such waiting requests one web process holds at once: per answer link, per client address, in
+# all. Over a limit the page is answered at once and asks again 5 s later, so a few clients
+# cannot hold the threads WeChat's deliveries need (MPBOT_WEB_THREADS). Carriers put many phones
+# behind one address: keep the per-client limit generous.
+MPBOT_POLLS_PER_LINK = 3
+MPBOT_POLLS_PER_CLIENT = 20
+MPBOT_POLLS_PER_PROCESS = 100
 # How long a handled event is remembered, so that WeChat's retries of it run once.
 MPBOT_EVENT_TTL = 600
 # How long the counters behind /metrics are kept after their last change.
@@ -127,8 +137,9 @@ MPBOT_METRICS_TTL = 90 * 24 * 3600
 
 # --- Abuse --------------------------------------------------------------------------------------
 
-# A signed POST whose timestamp is further than this from the server's clock (seconds) is refused:
-# a recorded request cannot be played again later.
+# A signed request (a message, or the console's URL check) whose timestamp is further than this
+# from the server's clock (seconds) is refused: a recorded request cannot be played again later.
+# Within it, each signature is taken with one message only (WeChat's retries of it pass).
 MPBOT_MAX_CLOCK_SKEW = 300
 # Questions one subscriber may ask per MPBOT_RATE_WINDOW seconds (commands and fetching answers
 # do not count); 0 turns the limit off.

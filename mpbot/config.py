@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .errors import ConfigError
+from .guard import Proxies
 
 
 def _parse(name: str, raw: str, default: Any) -> Any:
@@ -125,6 +126,13 @@ def _check(values: dict[str, Any]) -> None:
             f"MPBOT_ANSWER_TTL={values['MPBOT_ANSWER_TTL']!r} is shorter than MPBOT_LINK_TTL="
             f"{values['MPBOT_LINK_TTL']!r}: links would outlive the answers they show"
         )
+    try:
+        Proxies(values["MPBOT_FORWARDED_ALLOW_IPS"])
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"MPBOT_FORWARDED_ALLOW_IPS={values['MPBOT_FORWARDED_ALLOW_IPS']!r} is not a list of addresses or "
+            f'networks ({exc}): e.g. ["127.0.0.1", "::1"] or ["10.0.0.0/8"], as JSON in the environment'
+        ) from None
     values["PUBLIC_URL"] = values["PUBLIC_URL"].rstrip("/")
     fields = {key: "x" for key in values["COMMANDS"]} | {"url": "x", "part": 1, "parts": 2}
     for name, text in values["TEXTS"].items():

@@ -17,6 +17,7 @@ from .config import aes_key
 from .errors import ConfigError
 from .llm import llm_error
 from .simulator import http_only
+from .wechat import PLAINTEXT_REFUSED
 
 OK, WARN, FAIL, INFO = "ok", "warn", "fail", "info"
 
@@ -36,14 +37,33 @@ def check_token(config):
     return OK, "token", f"WECHAT_TOKEN is set ({len(token)} characters)"
 
 
-def check_aes(config):
+def check_aes(config, store=None):
+    """The key's shape and, where state is shared (Redis), whether a signed plaintext message was
+    refused in the last hour: the console is then in plaintext mode while the bot expects
+    encryption."""
     if not config.WECHAT_ENCODING_AES_KEY:
         return INFO, "safe mode", "no WECHAT_ENCODING_AES_KEY: plaintext mode only (set it for safe/compatible mode)"
     try:
         aes_key(config.WECHAT_ENCODING_AES_KEY)
     except ConfigError as exc:
         return FAIL, "safe mode", str(exc)
-    return OK, "safe mode", f"EncodingAESKey well-formed, AppID {config.WECHAT_APPID}"
+    last = None
+    if store is not None:
+        from .keys import Keys
+
+        try:
+            last = store.get(Keys(config.MPBOT_KEY_PREFIX).plaintext_refused())
+        except Exception:  # noqa: S110 (Redis has a line of its own next)
+            pass
+    if last:
+        at = time.strftime("%H:%M:%S", time.localtime(float(last)))
+        return FAIL, "safe mode", f"a signed message was refused at {at}: {PLAINTEXT_REFUSED}"
+    return (
+        OK,
+        "safe mode",
+        f"EncodingAESKey well-formed, AppID {config.WECHAT_APPID}; plaintext messages are refused, so the console's "
+        "消息加解密方式 must be 安全模式 or 兼容模式",
+    )
 
 
 def check_secret(config, from_environment: bool):
@@ -182,9 +202,9 @@ def run_checks(config, from_environment: bool):
     from .store import MemoryStore, RedisStore
 
     yield check_token(config)
-    yield check_aes(config)
-    yield check_secret(config, from_environment)
     store = None if config.embedded else RedisStore(config)
+    yield check_aes(config, store)
+    yield check_secret(config, from_environment)
     try:
         redis = check_redis(config, store)
         yield redis

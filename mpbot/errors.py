@@ -5,8 +5,10 @@
     ├── StoreError         Redis could not be reached or answered badly (the in-memory store never raises it)
     ├── LLMError           the model call failed; ``kind`` says how (see below)
     └── BadRequest         a request WeChat sent (or someone forged) that we refuse with a 4xx
-        ├── Forbidden      a signature that does not hold (403)
+        ├── Forbidden      a signature that does not hold, a stale or replayed one, plaintext in safe mode (403)
         └── TooLarge       a body over the limit (413)
+
+A ``BadRequest`` carries a ``reason`` (a short word) that /metrics counts refusals by.
 
 ``LLMError.kind`` is one of ``timeout``, ``rate_limited``, ``unavailable``, ``unreachable``,
 ``refused``, ``empty``, ``auth``, ``bad_request``, or ``banned`` (moderation refused the answer).
@@ -38,11 +40,19 @@ class LLMError(MpbotError):
 
 class BadRequest(MpbotError):
     status = 400
+    reason = "malformed"
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
 
 
 class Forbidden(BadRequest):
     status = 403
+    reason = "signature"
 
 
 class TooLarge(BadRequest):
     status = 413
+    reason = "too_large"

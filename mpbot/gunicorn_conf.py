@@ -23,5 +23,7 @@ keepalive = 5
 # gunicorn 27 opens a control socket under $HOME/.gunicorn by default; several instances on one
 # host (tests, CI, web beside worker) would fight over it.
 control_socket_disable = True
+# Whose X-Forwarded-* headers gunicorn believes: the same proxies as the app's (settings.py).
+forwarded_allow_ips = ",".join(_config.MPBOT_FORWARDED_ALLOW_IPS)
 errorlog = "-"
 loglevel = os.environ.get("MPBOT_LOG_LEVEL", "info").lower()

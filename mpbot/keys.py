@@ -13,6 +13,8 @@ own keys (``rq:*``) are RQ's; their TTLs are set on each job (see ``jobs.py``).
 | {p}:history:{sid}         | list   | the session's question/answer turns (JSON)  | MPBOT_SESSION_TTL | sessions |
 | {p}:event:{openid}:{time} | string | an event already handled                    | MPBOT_EVENT_TTL   | bot      |
 | {p}:rate:{openid}         | string | questions in the rate window (a counter)    | MPBOT_RATE_WINDOW | bot      |
+| {p}:signed:{signature}    | string | digest of the message a signature came with | 2 x clock skew    | guard    |
+| {p}:plaintext:refused     | string | when a signed plaintext message was refused | 1 hour            | web      |
 | {p}:metrics               | hash   | counters shown at /metrics                  | MPBOT_METRICS_TTL | metrics  |
 | {p}:health                | string | written by /healthz: the store writes       | 60 s              | web      |
 | {p}:wx:token              | string | JSON: the shared access_token, renewal time | its expires_in-30 | push     |
@@ -53,6 +55,12 @@ class Keys:
 
     def rate(self, openid: str) -> str:
         return f"{self.prefix}:rate:{openid}"
+
+    def signed(self, signature: str) -> str:
+        return f"{self.prefix}:signed:{signature}"
+
+    def plaintext_refused(self) -> str:
+        return f"{self.prefix}:plaintext:refused"
 
     def metrics(self) -> str:
         return f"{self.prefix}:metrics"

@@ -44,6 +44,11 @@ COUNTERS = {
         ["outcome", "delivery"],
     ),
     "llm_errors": ("mpbot_llm_errors", "Model calls that failed, by kind", ["kind"]),
+    "refused": (
+        "mpbot_requests_refused",
+        "Requests to /wechat refused, by reason (signature, stale, replay, plaintext, malformed, too_large)",
+        ["reason"],
+    ),
     "sessions_started": ("mpbot_sessions_started", "Chat sessions started with the start command", []),
     "pages_viewed": ("mpbot_pages_viewed", "Answer and history pages opened", ["page"]),
     "pushes": ("mpbot_pushes", "Customer-service messages pushed with late answers, by outcome", ["outcome"]),

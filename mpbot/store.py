@@ -310,7 +310,9 @@ class MemoryStore:
                 self._waiting[key][0].notify_all()
 
     def read(self, key: str, after: str = START, timeout: float = 0) -> tuple[list[dict[str, Any]], str]:
-        start = 0 if after == START else int(after)
+        start = (
+            0 if after == START else int(after.partition("-")[0])
+        )  # a count; a Redis-shaped id counts by its first part
         deadline = time.monotonic() + timeout
         with self._lock:
             condition, count = self._waiting.get(key) or (threading.Condition(self._lock), 0)

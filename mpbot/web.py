@@ -7,6 +7,7 @@ touching globals. Nothing here answers a 5xx to WeChat: bad requests get a 4xx a
 everything else a reply the subscriber can read.
 """
 
+import contextlib
 import hmac
 import json
 import logging
@@ -22,6 +23,8 @@ from .answers import START, fold
 from .bot import Bot
 from .config import load_config
 from .errors import BadRequest, Forbidden, StoreError, TooLarge
+from .formatting import xml_safe
+from .guard import Polls, Proxies, Replays, require
 from .pages import headers as page_headers
 from .pages import markdown_html, nonce, view
 from .services import Services
@@ -32,6 +35,9 @@ log = logging.getLogger(__name__)
 
 TEMPLATES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "templates")
 XML = "application/xml; charset=utf-8"
+TEXT = {"Content-Type": "text/plain; charset=utf-8", "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
+PLAINTEXT_NOTICE_TTL = 3600  # how long `mpbot check` reports a refused plaintext message
+BUSY_POLL_WAIT = 5  # seconds a page over a long-poll limit waits before it asks again
 
 
 class WebServices(Services):
@@ -45,6 +51,8 @@ class WebServices(Services):
         self.crypto = Crypto(config.WECHAT_TOKEN, config.WECHAT_APPID, aes_keys) if any(aes_keys) else None
         self.templates = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(default=True))
         self.registry = metrics.registry(self.metrics, self.runner)
+        self.replays = Replays(config, self.store, self.keys)
+        self.polls = Polls(config.MPBOT_POLLS_PER_LINK, config.MPBOT_POLLS_PER_CLIENT, config.MPBOT_POLLS_PER_PROCESS)
 
 
 def _read_body(limit: int) -> bytes:
@@ -58,16 +66,21 @@ def _read_body(limit: int) -> bytes:
 
 
 def _fresh(timestamp: str, skew: float) -> bool:
-    """Whether a signed request's timestamp is close enough to now (``skew`` 0: any is)."""
-    if not skew:
-        return True
-    return timestamp.isdigit() and len(timestamp) < 12 and abs(time.time() - int(timestamp)) <= skew
+    """Whether a signed request's timestamp (well-formed) is close enough to now (``skew`` 0:
+    any is)."""
+    return not skew or abs(time.time() - int(timestamp)) <= skew
 
 
-def _cursor_ok(cursor: str) -> bool:
-    """A cursor as the stores make them: a Redis stream id or an event count."""
-    left, _, right = cursor.partition("-")
-    return len(cursor) < 48 and left.isdigit() and (right.isdigit() or not right and "-" not in cursor)
+def _signed(query, config) -> None:
+    """A request WeChat signed, recently: Forbidden or BadRequest if not."""
+    if not query.signature:
+        raise Forbidden("no signature")
+    for name in ("timestamp", "nonce", "signature"):
+        require(name, query.get(name, ""))
+    if not signature_ok(config.WECHAT_TOKEN, query.timestamp, query.nonce, query.signature):
+        raise Forbidden("signature does not match WECHAT_TOKEN")
+    if not _fresh(query.timestamp, config.MPBOT_MAX_CLOCK_SKEW):
+        raise Forbidden(f"timestamp {query.timestamp} is over {config.MPBOT_MAX_CLOCK_SKEW} s away", reason="stale")
 
 
 def create_app(overrides=None) -> Bottle:
@@ -83,24 +96,30 @@ def create_app(overrides=None) -> Bottle:
         log.info("Redis mode: state in Redis, model calls as RQ jobs on queue %r", config.MPBOT_QUEUE)
     app = Bottle()
     app.mpbot = services
+    proxies = Proxies(config.MPBOT_FORWARDED_ALLOW_IPS)
+
+    def client() -> str:
+        return proxies.client(request.environ)
 
     def refuse(exc: BadRequest) -> HTTPResponse:
-        log.warning("refused %s %s from %s: %s", request.method, request.path, request.remote_addr, exc)
-        return HTTPResponse(status=exc.status, body=f"{exc}\n", headers={"Content-Type": "text/plain; charset=utf-8"})
+        log.warning("refused %s %s from %s: %s", request.method, request.path, client(), exc)
+        if request.path == "/wechat":
+            services.metrics.count("refused", reason=exc.reason)
+        if exc.reason == "plaintext":  # for `mpbot check` to name the console setting to change
+            with contextlib.suppress(StoreError):
+                services.store.set(services.keys.plaintext_refused(), str(time.time()), PLAINTEXT_NOTICE_TTL)
+        return HTTPResponse(status=exc.status, body=f"{exc}\n", headers=TEXT)
 
     @app.route("/wechat", method=["GET", "POST"])
     def wechat():
         query = request.query
-        if not signature_ok(config.WECHAT_TOKEN, query.timestamp, query.nonce, query.signature):
-            return refuse(Forbidden("signature does not match WECHAT_TOKEN"))
-        if request.method == "POST" and not _fresh(query.timestamp, config.MPBOT_MAX_CLOCK_SKEW):
-            return refuse(Forbidden(f"timestamp {query.timestamp[:20]!r} is over {config.MPBOT_MAX_CLOCK_SKEW} s away"))
-        if request.method == "GET":
-            if not query.echostr:
-                return refuse(BadRequest("URL check without echostr"))
-            return HTTPResponse(body=query.echostr, headers={"Content-Type": "text/plain; charset=utf-8"})
         try:
+            _signed(query, config)
+            if request.method == "GET":  # the console's URL check
+                return HTTPResponse(body=require("echostr", query.echostr), headers=TEXT)
             incoming = parse_request(_read_body(MAX_BODY), query, services.crypto)
+            if not services.replays.first_use(query.signature, incoming.digest):
+                raise Forbidden("this signature came before with another message", reason="replay")
         except BadRequest as exc:
             return refuse(exc)
         body = render(incoming, services.bot.reply(incoming.message))
@@ -112,30 +131,45 @@ def create_app(overrides=None) -> Bottle:
         given = request.get_header("Authorization", "")
         if token and not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
             return refuse(Forbidden("/metrics needs Authorization: Bearer MPBOT_METRICS_TOKEN"))
+        if not token and not proxies.local(request.environ):
+            return refuse(
+                Forbidden("/metrics answers this host only: set MPBOT_METRICS_TOKEN to read it from elsewhere")
+            )
         try:
             body = generate_latest(services.registry)
         except StoreError as exc:
             log.error("metrics: store unreachable: %s", exc)
-            return HTTPResponse(status=503, body=f"store unreachable: {exc}\n", headers={"Content-Type": "text/plain"})
+            return HTTPResponse(status=503, body="store unreachable\n", headers=TEXT)
         return HTTPResponse(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"})
 
     @app.get("/healthz")
     def healthz():
+        """``ok`` or ``unhealthy``, and why in words: no host, port or URL (it is public)."""
         try:
-            detail = services.store.ping()
+            services.store.ping()
             services.store.set(services.keys.health(), "1", 60)  # it writes, too
         except StoreError as exc:
             log.error("healthz: store unreachable: %s", exc)
-            return HTTPResponse(status=503, body=f"unhealthy: {exc}\n", headers={"Content-Type": "text/plain"})
-        return HTTPResponse(body=f"ok: {detail}\n", headers={"Content-Type": "text/plain"})
+            return HTTPResponse(status=503, body="unhealthy: the store (Redis) does not answer\n", headers=TEXT)
+        store = "in memory" if config.embedded else "Redis"
+        return HTTPResponse(body=f"ok: store {store} answers\n", headers=TEXT)
 
     def page(template: str, status: int = 200, script_nonce: str = "", **context) -> HTTPResponse:
         body = services.templates.get_template(template).render(texts=config.TEXTS, nonce=script_nonce, **context)
         return HTTPResponse(status=status, body=body, headers=page_headers(script_nonce))
 
+    def link(token: str, kind: str = "answer") -> str | None:
+        """What a page link points to; None for a link forged, altered or expired; BadRequest
+        for something that is not shaped like a link at all."""
+        return services.links.verify(require("link", token), kind)
+
     @app.get("/answer/<token>")
     def answer(token):
-        msgid = services.links.verify(token)
+        try:
+            msgid = link(token)
+        except BadRequest as exc:
+            log.info("answer page: %s from %s", exc, client())
+            return page("answer.html", 400, view=None, message=config.text("page_invalid"))
         if msgid is None:
             return page("answer.html", 404, view=None, message=config.text("page_invalid"))
         try:
@@ -151,7 +185,7 @@ def create_app(overrides=None) -> Bottle:
             "answer.html",
             script_nonce=nonce(),
             view=view(config, answer, cursor),
-            question=answer.question,
+            question=xml_safe(answer.question or ""),
             # Relative, so the page works behind a proxy that serves the app under a path.
             poll_url=f"{token}/poll",
         )
@@ -159,28 +193,37 @@ def create_app(overrides=None) -> Bottle:
     @app.get("/answer/<token>/poll")
     def poll(token):
         """What is new since ``after``: waits up to ``MPBOT_PAGE_POLL`` seconds for it (a
-        blocking read, no busy loop), then the whole answer so far as HTML."""
+        blocking read, no busy loop), then the whole answer so far as HTML. Over a long-poll
+        limit (``guard.Polls``) it answers at once and tells the page to wait before asking again."""
         json_headers = {"Content-Type": "application/json", "Cache-Control": "no-store"}
-        msgid = services.links.verify(token)
-        if msgid is None:
-            return HTTPResponse(status=404, body='{"error": "invalid link"}', headers=json_headers)
         after = request.query.get("after") or START
         try:
-            if not _cursor_ok(after):
-                raise BadRequest(f"bad cursor {after!r}")
-            services.answers.read(msgid, after, config.MPBOT_PAGE_POLL)  # returns once there is news
-            events, cursor = services.answers.read(msgid)
+            msgid = link(token)
+            require("cursor", after)
         except BadRequest as exc:
             return refuse(exc)
+        if msgid is None:
+            return HTTPResponse(status=404, body='{"error": "invalid link"}', headers=json_headers)
+        try:
+            with services.polls.slot(msgid, client()) as free:
+                if free:
+                    services.answers.read(msgid, after, config.MPBOT_PAGE_POLL)  # returns once there is news
+                events, cursor = services.answers.read(msgid)
         except StoreError as exc:
             log.error("answer page: store unreachable: %s", exc)
             return HTTPResponse(status=503, body='{"error": "store unavailable"}', headers=json_headers)
-        body = json.dumps(view(config, fold(events), cursor), ensure_ascii=False)
-        return HTTPResponse(body=body, headers=json_headers)
+        shown = view(config, fold(events), cursor)
+        if not free:
+            shown["wait"] = BUSY_POLL_WAIT
+        return HTTPResponse(body=json.dumps(shown, ensure_ascii=False), headers=json_headers)
 
     @app.get("/history/<token>")
     def history(token):
-        sid = services.links.verify(token, "history")
+        try:
+            sid = link(token, "history")
+        except BadRequest as exc:
+            log.info("history page: %s from %s", exc, client())
+            return page("history.html", 400, turns=None, message=config.text("page_invalid"))
         if sid is None:
             return page("history.html", 404, turns=None, message=config.text("page_invalid"))
         try:
@@ -189,6 +232,6 @@ def create_app(overrides=None) -> Bottle:
             log.error("history page: store unreachable: %s", exc)
             return page("history.html", 503, turns=None, message=config.text("page_store_down"))
         services.metrics.count("pages_viewed", page="history")
-        return page("history.html", turns=[{"q": t["q"], "html": markdown_html(t["a"])} for t in turns])
+        return page("history.html", turns=[{"q": xml_safe(t["q"]), "html": markdown_html(t["a"])} for t in turns])
 
     return app

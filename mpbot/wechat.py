@@ -16,6 +16,7 @@ from werobot.utils import get_signature
 
 from .errors import BadRequest, Forbidden
 from .formatting import xml_safe
+from .guard import digest, well_formed
 
 MAX_BODY = 64 * 1024
 # WeChat never sends a DTD; refusing one before parsing rules out entity expansion and XXE.
@@ -71,27 +72,43 @@ def _parse(body: bytes) -> dict:
 class Incoming:
     message: object  # a werobot.messages message or event
     crypt: MessageCrypt | None  # set when the reply must be encrypted
+    digest: str  # of the message's fields (decrypted): the same for each delivery of one message
+
+
+PLAINTEXT_REFUSED = (
+    "plaintext message refused: WECHAT_ENCODING_AES_KEY is set, so only safe-mode and compatible-mode "
+    "messages are taken (in plaintext nothing signs the message itself). Set the console's "
+    "消息加解密方式 (设置与开发 > 基本配置 > 服务器配置) to 安全模式 or 兼容模式, or unset WECHAT_ENCODING_AES_KEY"
+)
 
 
 def parse_request(body: bytes, query, crypto: Crypto | None) -> Incoming:
-    """A POST body (and its query string) as a WeRoBot message; BadRequest when it is not one."""
+    """A POST body (and its query string) as a WeRoBot message; BadRequest when it is not one.
+
+    With an EncodingAESKey set, only the encrypted message counts: a body without ``<Encrypt>``
+    is refused (403), and in compatible mode the plaintext fields beside it are ignored.
+    """
     fields = _parse(body)
     crypt = None
-    if query.get("encrypt_type", "") == "aes":
+    encrypted = fields.get("Encrypt")
+    if query.get("encrypt_type", "") == "aes" or (crypto is not None and encrypted is not None):
         if crypto is None:
             raise BadRequest("safe-mode message, but WECHAT_ENCODING_AES_KEY is not set")
-        encrypted = fields.get("Encrypt")
         if not isinstance(encrypted, str):
             raise BadRequest("safe-mode message without <Encrypt>")
         xml, crypt = crypto.decrypt(
-            encrypted, query.get("timestamp", ""), query.get("nonce", ""), query.get("msg_signature", "")
+            encrypted, query.get("timestamp", ""), query.get("nonce", ""), _msg_signature(query)
         )
         fields = _parse(xml)
+    elif crypto is not None:
+        raise Forbidden(PLAINTEXT_REFUSED, reason="plaintext")
     for name in _REQUIRED:
         if not isinstance(fields.get(name), str) or not fields[name]:
             raise BadRequest(f"missing field {name}")
     if not _NUMBER.match(fields["CreateTime"]):
         raise BadRequest("malformed field CreateTime")
+    if not well_formed("openid", fields["FromUserName"]):
+        raise BadRequest("malformed field FromUserName")
     kind = fields["MsgType"].lower()
     if kind == "event":
         if not isinstance(fields.get("Event"), str):
@@ -100,11 +117,19 @@ def parse_request(body: bytes, query, crypto: Crypto | None) -> Incoming:
         raise BadRequest("missing or malformed field MsgId")
     if kind == "text" and not isinstance(fields.get("Content"), str):
         raise BadRequest("missing field Content")
+    fields_digest = digest(fields)
     try:
         message = process_message(fields)
     except Exception as exc:
         raise BadRequest(f"unreadable message: {exc.__class__.__name__}") from None
-    return Incoming(message, crypt)
+    return Incoming(message, crypt, fields_digest)
+
+
+def _msg_signature(query) -> str:
+    value = query.get("msg_signature", "")
+    if not well_formed("msg_signature", value):
+        raise Forbidden("safe-mode message without a well-formed msg_signature")
+    return value
 
 
 def cdata(text: str) -> str:

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import os
+import random
 import socket
 import struct
 import threading
@@ -405,8 +406,10 @@ class WeChat:
     def new_msgid(cls) -> int:
         return next(cls._ids)
 
-    def signed_query(self, timestamp: str | None = None, nonce: str = "nonce123") -> dict:
+    def signed_query(self, timestamp: str | None = None, nonce: str | None = None) -> dict:
+        """A signed query as WeChat makes it: the time now, and a new random nonce each time."""
         timestamp = timestamp or str(int(time.time()))
+        nonce = nonce or str(random.randrange(10**9, 10**10))
         return {"timestamp": timestamp, "nonce": nonce, "signature": sha1_signature(self.token, timestamp, nonce)}
 
     def post(self, body: bytes, *, timeout: float | None = None, safe: bool = False, query: dict | None = None):

@@ -1,5 +1,7 @@
 """Random and hostile input at /wechat and at the page links (hypothesis): every answer is a 2xx
-or 4xx in under a second, nothing crashes, and the app stays healthy."""
+or 4xx in under a second, nothing crashes, and the app stays healthy. Every value a request
+carries is fuzzed: the body and its fields (openid included), timestamp, nonce, signature,
+echostr, the page token, the poll cursor, and the forwarding headers."""
 
 import time
 
@@ -31,9 +33,11 @@ def app_url(fake_llm_server):
             "OPENAI_BASE_URL": fake_llm_server[1],
             "WECHAT_ENCODING_AES_KEY": AES_KEY,
             "WECHAT_APPID": APPID,
+            "MPBOT_PAGE_POLL": 0.3,  # a well-formed cursor past the end waits this long for news
         }
     )
     url, server = serve(app)
+    APPS["app"] = app
     yield url
     assert requests.get(f"{url}/healthz", timeout=5).status_code == 200, "the app is still healthy after it all"
     server.shutdown()
@@ -41,7 +45,12 @@ def app_url(fake_llm_server):
     app.mpbot.close()
 
 
+APPS: dict = {}  # the app under test, for tests that make real links with its key
 texts = st.text(max_size=300)
+# What a client can put in a header (http.client sends Latin-1; no CR, LF or leading space).
+header_values = st.text(
+    st.characters(min_codepoint=0x20, max_codepoint=0xFF, blacklist_characters="\x7f"), max_size=200
+)
 hostile = st.sampled_from(
     [
         "]]>",
@@ -128,3 +137,45 @@ def test_any_page_token_or_cursor_gets_a_fast_404_or_400(app_url, token, cursor)
         response, seconds = timed(lambda p=path: requests.get(f"{app_url}{p}", params={"after": cursor}, timeout=5))
         check(response, seconds)
         assert response.status_code in (400, 404, 405), (path, response.status_code)
+
+
+cursors = st.one_of(texts, st.from_regex(r"\A[0-9]{1,22}(-[0-9]{1,22})?\Z"), hostile)
+
+
+@FUZZ
+@given(cursor=cursors, forwarded=st.one_of(header_values, st.lists(st.ip_addresses().map(str)).map(", ".join)))
+def test_any_cursor_on_a_real_link_gets_a_fast_200_or_400(app_url, cursor, forwarded):
+    token = APPS["app"].mpbot.links.token("1234567890")
+    headers = {"X-Forwarded-For": forwarded.strip()}
+    response, seconds = timed(
+        lambda: requests.get(f"{app_url}/answer/{token}/poll", params={"after": cursor}, headers=headers, timeout=5)
+    )
+    check(response, seconds)
+    assert response.status_code in (200, 400), (cursor, response.status_code)
+
+
+@FUZZ
+@given(
+    timestamp=st.one_of(texts, st.integers(-(10**12), 10**12).map(str)),
+    nonce=st.one_of(texts, st.from_regex(r"\A[A-Za-z0-9]{1,80}\Z")),
+    echostr=texts,
+    method=st.sampled_from(["GET", "POST"]),
+)
+def test_any_signed_query_gets_a_fast_2xx_or_4xx(app_url, timestamp, nonce, echostr, method):
+    """Signed with the right token, so that every value gets past the signature to its own check."""
+    params = {"timestamp": timestamp, "nonce": nonce, "echostr": echostr}
+    params["signature"] = sha1_signature(TOKEN, timestamp, nonce)
+    response, seconds = timed(lambda: requests.request(method, f"{app_url}/wechat", params=params, timeout=5))
+    check(response, seconds)
+
+
+@FUZZ
+@given(
+    forwarded=header_values,
+    real_ip=header_values,
+    path=st.sampled_from(["/healthz", "/metrics", "/wechat", "/answer/x.y"]),
+)
+def test_any_forwarding_header_gets_a_fast_answer(app_url, forwarded, real_ip, path):
+    headers = {"X-Forwarded-For": forwarded.strip(), "X-Real-IP": real_ip.strip()}
+    response, seconds = timed(lambda: requests.get(f"{app_url}{path}", headers=headers, timeout=5))
+    check(response, seconds)
