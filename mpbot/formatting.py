@@ -56,6 +56,7 @@ def strip_think(text: str) -> str:
 
 
 def _inline(line: str) -> str:
+    line = no_anchors(line)
     line = _IMAGE.sub(lambda m: m.group(1), line)
     line = _LINK.sub(lambda m: m.group(1) if m.group(1) == m.group(2) else f"{m.group(1)} ({m.group(2)})", line)
     line = _BOLD.sub(r"\2", line)
@@ -68,15 +69,14 @@ def markdown_to_text(markdown: str) -> str:
     """Markdown as plain text that reads well in WeChat: headings in 【】, bullets as •, code kept
     as it is (without its fences), emphasis and link syntax dropped, and no link the model wrote
     as HTML."""
-    markdown = no_anchors(xml_safe(markdown))
     out: list[str] = []
     in_code = False
-    for line in markdown.replace("\r\n", "\n").split("\n"):
+    for line in xml_safe(markdown).replace("\r\n", "\n").split("\n"):
         if _FENCE.match(line):
             in_code = not in_code
             continue
-        if in_code:
-            out.append(line)
+        if in_code:  # as written, but with no anchor WeChat would render
+            out.append(_TAG_A.sub("＜", line))
             continue
         if _RULE.match(line) or _TABLE_SEP.match(line):
             continue

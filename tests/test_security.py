@@ -197,6 +197,9 @@ def test_model_text_is_cleaned_for_the_chat():
     assert no_anchors("vector<array> and a<b") == "vector<array> and a<b", "other angle brackets stay"
     text = markdown_to_text('看<a href="weixin://bizmsgmenu?msgmenucontent=/stop&msgmenuid=1">这里</a>')
     assert "<a" not in text and "这里 (weixin://bizmsgmenu" in text
+    code = markdown_to_text('例子：\n```html\n  <a href="https://example.com">链接</a>\n```\n<a\nhref="u">跨行</a>')
+    assert '  ＜a href="https://example.com">链接＜/a>' in code, "code reads as written, with no anchor"
+    assert "<a" not in code.replace("＜a", "")
 
 
 # --- 5. malformed values ----------------------------------------------------------------------
