@@ -139,7 +139,8 @@ MPBOT_METRICS_TTL = 90 * 24 * 3600
 
 # A signed request (a message, or the console's URL check) whose timestamp is further than this
 # from the server's clock (seconds) is refused: a recorded request cannot be played again later.
-# Within it, each signature is taken with one message only (WeChat's retries of it pass).
+# Within it, each signature is taken with one message only (WeChat's retries of it pass). 0 turns
+# the check off, for tests of old samples only: a leaked signed URL would then work forever.
 MPBOT_MAX_CLOCK_SKEW = 300
 # Questions one subscriber may ask per MPBOT_RATE_WINDOW seconds (commands and fetching answers
 # do not count); 0 turns the limit off.

@@ -62,7 +62,8 @@ def _inline(line: str) -> str:
     line = _BOLD.sub(r"\2", line)
     line = _STRIKE.sub(r"\1", line)
     line = _ITALIC.sub(r"\1", line)
-    return _CODE.sub(r"\1", line)
+    # Again: taking the emphasis out of "<**a** href=...>" makes an anchor of what was none.
+    return no_anchors(_CODE.sub(r"\1", line))
 
 
 def markdown_to_text(markdown: str) -> str:
@@ -89,7 +90,9 @@ def markdown_to_text(markdown: str) -> str:
         if line.lstrip().startswith("|") and line.rstrip().endswith("|"):
             line = " | ".join(cell.strip() for cell in line.strip().strip("|").split("|"))
         out.append(_inline(line))
-    return _BLANKS.sub("\n\n", "\n".join(out)).strip()
+    # And over the whole text, so that no "<" at a line's end and "a" at the next line's start
+    # make one either.
+    return _TAG_A.sub("＜", _BLANKS.sub("\n\n", "\n".join(out)).strip())
 
 
 def utf8_len(text: str) -> int:

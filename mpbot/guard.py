@@ -21,7 +21,7 @@ import re
 import threading
 from collections import Counter
 
-from .errors import BadRequest, StoreError
+from .errors import BadRequest
 
 log = logging.getLogger(__name__)
 
@@ -73,21 +73,28 @@ class Replays:
         self.keys = keys
         skew = float(config.MPBOT_MAX_CLOCK_SKEW)
         # A timestamp passes from now-skew to now+skew: remember it until then. With the freshness
-        # check turned off (0) any timestamp passes: remember it a day.
+        # check turned off (0, for tests of old samples only) any timestamp passes forever, and a
+        # signature is remembered a day.
         self.ttl = 2 * skew + 5 if skew else 24 * 3600
 
     def first_use(self, signature: str, message_digest: str) -> bool:
-        """Whether ``signature`` is new or came before with this same message. If the store is
-        unreachable the message is let through: the handler then answers with the store's
-        apology, and nothing it would act on can be reached anyway."""
+        """Whether ``signature`` is new or came before with this same message (its digest, or a
+        word for what is not a message: the console's URL check, a body that was refused).
+        StoreError when the store cannot say: the caller must not act on the message then."""
         key = self.keys.signed(signature.lower())
-        try:
-            if self.store.set(key, message_digest, self.ttl, only_new=True):
-                return True
-            return self.store.get(key) in (message_digest, None)
-        except StoreError as exc:
-            log.error("replay check skipped, store unreachable: %s", exc)
+        if self.store.set(key, message_digest, self.ttl, only_new=True):
             return True
+        return self.store.get(key) in (message_digest, None)
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An address; an IPv4 one mapped into IPv6 (``::ffff:127.0.0.1``, as a server bound to
+    ``[::]`` sees it) as the IPv4 address it is; None for what is not an address."""
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    return getattr(ip, "ipv4_mapped", None) or ip
 
 
 class Proxies:
@@ -101,27 +108,23 @@ class Proxies:
     def trusted(self, address: str) -> bool:
         if self.any:
             return True
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in network for network in self.networks)
+        ip = _ip(address)
+        return ip is not None and any(ip in network for network in self.networks)
 
     def client(self, environ: dict) -> str:
         """The client's address: the peer's, or, when the peer is a trusted proxy, the nearest
         address in ``X-Forwarded-For`` that is not one (the ones further left are the client's
         own claims)."""
-        address = environ.get("REMOTE_ADDR") or ""
+        peer = _ip(environ.get("REMOTE_ADDR") or "")
+        address = str(peer) if peer is not None else environ.get("REMOTE_ADDR") or ""
         if not self.trusted(address):
             return address
         for hop in reversed((environ.get("HTTP_X_FORWARDED_FOR") or "").split(",")[-16:]):
-            hop = hop.strip()
-            try:
-                ipaddress.ip_address(hop)
-            except ValueError:
+            ip = _ip(hop.strip())
+            if ip is None:
                 break  # a hop a proxy did not write: trust nothing further left
-            address = hop
-            if not self.trusted(hop):
+            address = str(ip)
+            if not self.trusted(address):
                 break
         return address
 
@@ -132,10 +135,8 @@ class Proxies:
         told apart: a proxy in front must add X-Forwarded-For, as the README's nginx lines do.)"""
         if any(environ.get(h) for h in ("HTTP_X_FORWARDED_FOR", "HTTP_X_REAL_IP", "HTTP_FORWARDED")):
             return False
-        try:
-            return ipaddress.ip_address(environ.get("REMOTE_ADDR") or "").is_loopback
-        except ValueError:
-            return False
+        peer = _ip(environ.get("REMOTE_ADDR") or "")
+        return peer is not None and peer.is_loopback
 
 
 class Polls:

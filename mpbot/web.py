@@ -28,7 +28,7 @@ from .guard import Polls, Proxies, Replays, require
 from .pages import headers as page_headers
 from .pages import markdown_html, nonce, view
 from .services import Services
-from .wechat import MAX_BODY, Crypto, parse_request, render, signature_ok
+from .wechat import MAX_BODY, Crypto, parse_request, render, signature_ok, text_reply
 from .window import Window
 
 log = logging.getLogger(__name__)
@@ -113,17 +113,35 @@ def create_app(overrides=None) -> Bottle:
     @app.route("/wechat", method=["GET", "POST"])
     def wechat():
         query = request.query
+        incoming = None
         try:
             _signed(query, config)
             if request.method == "GET":  # the console's URL check
-                return HTTPResponse(body=require("echostr", query.echostr), headers=TEXT)
-            incoming = parse_request(_read_body(MAX_BODY), query, services.crypto)
-            if not services.replays.first_use(query.signature, incoming.digest):
-                raise Forbidden("this signature came before with another message", reason="replay")
+                echostr = require("echostr", query.echostr)
+                once(query.signature, "url-check")
+                return HTTPResponse(body=echostr, headers=TEXT)
+            try:
+                incoming = parse_request(_read_body(MAX_BODY), query, services.crypto)
+            except BadRequest:
+                with contextlib.suppress(StoreError):  # refused anyway
+                    once(query.signature, "refused")  # spent: no other body may follow under it
+                raise
+            once(query.signature, incoming.digest)
         except BadRequest as exc:
             return refuse(exc)
+        except StoreError as exc:  # whether the signature is spent is unknown: act on nothing
+            log.error("replay check: store unreachable: %s", exc)
+            if incoming is None:  # the console's URL check: it says the check failed; try again
+                return HTTPResponse(status=503, body="store unreachable\n", headers=TEXT)
+            apology = text_reply(incoming.message, config.text("store_down"))
+            return HTTPResponse(body=render(incoming, apology), headers={"Content-Type": XML})
         body = render(incoming, services.bot.reply(incoming.message))
         return HTTPResponse(body=body, headers={"Content-Type": XML})
+
+    def once(signature: str, what: str) -> None:
+        """Forbidden if ``signature`` came before with something other than ``what``."""
+        if not services.replays.first_use(signature, what):
+            raise Forbidden("this signature came before with another message", reason="replay")
 
     @app.get("/metrics")
     def metrics_page():

@@ -128,7 +128,7 @@ def parse_request(body: bytes, query, crypto: Crypto | None) -> Incoming:
 def _msg_signature(query) -> str:
     value = query.get("msg_signature", "")
     if not well_formed("msg_signature", value):
-        raise Forbidden("safe-mode message without a well-formed msg_signature")
+        raise BadRequest("safe-mode message without a well-formed msg_signature")
     return value
 
 

@@ -13,8 +13,8 @@ import pytest
 import redis
 import requests
 
-from conftest import FAST, SHARED, SHARED_PREFIX
-from fakes import Rule, aes_encrypt, free_port, serve, sha1_signature, text_xml
+from conftest import FAST, SHARED, SHARED_PREFIX, TOKEN
+from fakes import Rule, WeChat, aes_encrypt, free_port, serve, sha1_signature, text_xml
 from mpbot.keys import Keys
 from mpbot.web import create_app
 
@@ -117,6 +117,22 @@ def test_a_signature_carries_one_message_only(make_bot, fake_llm, mode):
     assert second.post(respaced, query=query).status_code == 200
 
 
+def test_a_url_check_or_a_refused_body_spends_its_signature(make_bot, fake_llm):
+    wechat = make_bot()
+    # The console's URL check, seen in a log: its signature cannot carry a message afterwards.
+    query = wechat.signed_query()
+    assert requests.get(f"{wechat.url}/wechat", params={**query, "echostr": "123"}, timeout=5).text == "123"
+    assert requests.get(f"{wechat.url}/wechat", params={**query, "echostr": "123"}, timeout=5).text == "123"
+    refused = wechat.post(text_xml("/chatgpt", wechat.new_msgid(), openid="victim"), query=query)
+    assert refused.status_code == 403
+    # A signed body that was refused (unreadable) spends its signature too.
+    query = wechat.signed_query()
+    assert wechat.post(b"<xml>not a message</xml>", query=query).status_code == 400
+    assert wechat.post(b"<xml>not a message</xml>", query=query).status_code == 400, "its retry: the same answer"
+    assert wechat.post(text_xml("/chatgpt", wechat.new_msgid(), openid="victim"), query=query).status_code == 403
+    assert "当前没有进行中的对话" in wechat.say("/stop", openid="victim")
+
+
 def test_safe_mode_retries_encrypted_afresh_still_pass(make_bot):
     wechat = make_bot(aes_key=KEY, appid=APPID)
     body = text_xml("/help", wechat.new_msgid())
@@ -157,7 +173,10 @@ def test_url_check_refuses_a_timestamp_outside_the_window(bot, age):
 def test_model_text_xml_cannot_carry_never_breaks_a_reply_a_page_or_the_session(make_bot, fake_llm, mode):
     wechat = make_bot()
     in_session(wechat)
-    evil = f'第一句{UNCARRIABLE}。点击<a href="http://evil.example/steal">微信安全中心</a>验证。\n第二句]]>结束'
+    evil = (
+        f'第一句{UNCARRIABLE}。点击<a href="http://evil.example/steal">微信安全中心</a>验证。'
+        '再点<**a** href="http://evil.example/2">这里<**/a**>。\n第二句]]>结束'
+    )
     fake_llm.rules["坏字符"] = Rule(content=evil, pieces=3)
     reply = wechat.say("坏字符")  # reply_text parses the XML: it would raise on a bad character
     assert "第一句" in reply and "第二句]]>结束" in reply
@@ -200,6 +219,11 @@ def test_model_text_is_cleaned_for_the_chat():
     code = markdown_to_text('例子：\n```html\n  <a href="https://example.com">链接</a>\n```\n<a\nhref="u">跨行</a>')
     assert '  ＜a href="https://example.com">链接＜/a>' in code, "code reads as written, with no anchor"
     assert "<a" not in code.replace("＜a", "")
+    # Markdown around the tag hides it from a first look; taking the Markdown out must not make one.
+    hiding = ['<**a** href="http://evil">x<**/a**>', '<`a href="u"`>x<`/a`>', "<~~a~~ href=u>x", "<[a](a) href=u>x"]
+    for hidden in hiding:
+        shown = markdown_to_text(f"点{hidden}领奖")
+        assert not re.search(r"<\s*/?\s*a\b", shown, re.I), (hidden, shown)
 
 
 # --- 5. malformed values ----------------------------------------------------------------------
@@ -279,6 +303,11 @@ def test_forwarded_for_is_believed_only_from_named_proxies():
     assert proxies.client(environ) == "127.0.0.1"
     assert Proxies(["*"]).client({"REMOTE_ADDR": "8.8.8.8", "HTTP_X_FORWARDED_FOR": "1.1.1.1"}) == "1.1.1.1"
     assert Proxies([]).client({"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": "1.1.1.1"}) == "127.0.0.1"
+    # A server bound to [::] sees IPv4 peers as ::ffff:a.b.c.d.
+    mapped = {"REMOTE_ADDR": "::ffff:127.0.0.1", "HTTP_X_FORWARDED_FOR": "1.2.3.4"}
+    assert proxies.client(mapped) == "1.2.3.4"
+    assert proxies.client({"REMOTE_ADDR": "::ffff:203.0.113.9"}) == "203.0.113.9"
+    assert Proxies.local({"REMOTE_ADDR": "::ffff:127.0.0.1"}) and not Proxies.local({"REMOTE_ADDR": "::ffff:1.2.3.4"})
 
 
 def test_a_bad_proxy_list_is_refused_at_start():
@@ -389,6 +418,13 @@ def test_healthz_and_metrics_say_what_is_wrong_without_hosts_or_urls():
             for secret in (str(port), "127.0.0.1", "hunter2", "redis://"):
                 assert secret not in response.text, (path, response.text)
         assert "Redis" in requests.get(f"{url}/healthz", timeout=10).text, "it says what is wrong"
+        # A message cannot be checked against the signatures seen: it is not acted on, and the
+        # subscriber reads the apology (never WeChat's error).
+        wechat = WeChat(url, TOKEN, timeout=8)
+        started = time.monotonic()
+        response = wechat.post(text_xml("/chatgpt", wechat.new_msgid()))
+        assert response.status_code == 200 and time.monotonic() - started < 4.5
+        assert wechat.reply_text(response.text) == "服务暂时有点忙，请稍后再试。"
     finally:
         server.shutdown()
         server.server_close()
