@@ -16,8 +16,8 @@ import subprocess
 import sys
 import threading
 import time
-from urllib.parse import urlsplit
 
+from . import startup
 from .config import load_config
 from .errors import ConfigError
 from .logs import setup_logging
@@ -44,12 +44,6 @@ def _procfile(path: str = "Procfile") -> dict[str, str]:
     return lines
 
 
-def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    host = parts.hostname or "?"
-    return f"{parts.scheme}://{host}:{parts.port or 6379}{parts.path}"
-
-
 def _use_env_file() -> None:
     for name, value in _load_env_file(ENV_FILE).items():
         os.environ.setdefault(name, value)
@@ -71,6 +65,12 @@ def serve(args) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    problem = startup.port_problem(startup.bind_address())
+    if problem is None and not config.embedded:
+        problem = startup.redis_problem(config.REDIS_URL)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
     port = os.environ["PORT"]
     print(f"mpbot serving on  http://127.0.0.1:{port}/wechat")
     print(f"  Token (paste into the WeChat admin console): {config.WECHAT_TOKEN}")
@@ -78,13 +78,16 @@ def serve(args) -> int:
         print("  Mode: embedded: one process, in-memory state, model calls in an in-process thread pool")
         print("        (set REDIS_URL for the production shape: state in Redis, model calls on RQ workers)")
     else:
-        print(f"  Mode: Redis at {_redact(config.REDIS_URL)}: stateless web process + RQ workers")
+        print(f"  Mode: Redis at {startup.where(config.REDIS_URL)}: stateless web process + RQ workers")
     print(f"  Model: {config.MPBOT_MODEL} at {config.OPENAI_BASE_URL or 'OpenAI'}")
     if not config.OPENAI_API_KEY and not config.OPENAI_BASE_URL:
         print("  warning: OPENAI_API_KEY is not set; OpenAI will refuse every question")
     if config.MPBOT_PUSH:
         print(f"  Push: late answers are sent as customer-service messages of AppID {config.WECHAT_APPID}")
     print(f"  Answer links point to {config.PUBLIC_URL} (PUBLIC_URL)", flush=True)
+    unreachable = startup.public_url_problem(config.PUBLIC_URL)
+    if unreachable:
+        print(f"  warning: {unreachable}", flush=True)
 
     env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
     wanted = ["web"] if config.embedded else ["web", "worker"]
@@ -125,6 +128,10 @@ def worker(args) -> int:
     if config.embedded:
         print("error: REDIS_URL is not set: RQ workers need the Redis the web processes use", file=sys.stderr)
         return 2
+    problem = startup.redis_problem(config.REDIS_URL)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
     # Imported here, before the pool forks its workers, so that no worker pays for the imports
     # (about half a second for openai) on its first job.
     from . import jobs

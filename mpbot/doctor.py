@@ -141,6 +141,9 @@ def check_llm(config, timeout: float = 20.0):
 
 
 def check_public_url(config, timeout: float = 5.0):
+    from .startup import public_url_problem
+
+    unreachable = public_url_problem(config.PUBLIC_URL)
     url = f"{config.PUBLIC_URL}/healthz"
     started = time.monotonic()
     try:
@@ -157,6 +160,8 @@ def check_public_url(config, timeout: float = 5.0):
         )
     if not body.startswith("ok"):
         return WARN, "public url", f"{url} answered, but not as mpbot does ({body[:40]!r})"
+    if unreachable:
+        return WARN, "public url", f"answers here ({_ms(started)} ms), but {unreachable}"
     return OK, "public url", f"{config.PUBLIC_URL} answers ({_ms(started)} ms)"
 
 

@@ -6,12 +6,21 @@ is exactly one worker; with Redis, ``WEB_CONCURRENCY`` workers share it.
 """
 
 import os
+import sys
 
+from mpbot import startup
 from mpbot.config import load_config
 
 _config = load_config()
 
-bind = os.environ.get("BIND") or f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+bind = startup.bind_address()
+# A port in use or a Redis that does not answer: one line that names the fix and an exit, not
+# gunicorn's retries or a web process that fails every request. (gunicorn imports this module
+# once; a reload does not run it again.)
+_problem = startup.port_problem(bind) or (None if _config.embedded else startup.redis_problem(_config.REDIS_URL))
+if _problem:
+    print(f"error: {_problem}", file=sys.stderr, flush=True)
+    raise SystemExit(1)
 worker_class = "gthread"
 threads = _config.MPBOT_WEB_THREADS
 workers = 1 if _config.embedded else int(os.environ.get("WEB_CONCURRENCY", "2"))
