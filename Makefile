@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 PIP := $(BIN)/python -m pip install --disable-pip-version-check -q
 
-.PHONY: run test test-fast chat check stats bench faults lint format redis-server chromium clean
+.PHONY: run test test-fast chat check stats bench faults lint format redis-server chromium nginx clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,7 @@ faults: $(VENV)/.test-deps redis-server
 	$(BIN)/python bench/faults.py
 
 # Three test processes at once (pytest-xdist): the tests mostly wait on WeChat's timeouts.
-test: $(VENV)/.test-deps redis-server chromium lint
+test: $(VENV)/.test-deps redis-server chromium nginx lint
 	cd tests && ../$(BIN)/python -m pytest -n 3
 
 # The fast lane: every test that starts no process, opens no browser and waits out no timeout
@@ -55,6 +55,13 @@ redis-server:
 	@command -v redis-server >/dev/null || { \
 		echo "redis-server is missing: installing it with apt-get"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server; }
+
+# The deploy test runs deploy/nginx.conf in front of gunicorn, with a certificate made by openssl.
+nginx:
+	@{ command -v nginx || test -x /usr/sbin/nginx; } >/dev/null && command -v openssl >/dev/null || { \
+		echo "nginx or openssl is missing: installing them with apt-get"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nginx openssl \
+		|| test -x /usr/sbin/nginx; }  # its own service may fail to start (port 80 taken): the tests run their own
 
 # The answer page's browser test drives Debian's headless Chromium through its chromedriver.
 chromium:

@@ -132,7 +132,7 @@ class Proxies:
     def local(environ: dict) -> bool:
         """Whether the request comes from this host itself and not through a proxy: a loopback
         peer and no forwarding header. (A proxy on this host that adds no such header cannot be
-        told apart: a proxy in front must add X-Forwarded-For, as the README's nginx lines do.)"""
+        told apart: a proxy in front must add X-Forwarded-For, as deploy/nginx.conf does.)"""
         if any(environ.get(h) for h in ("HTTP_X_FORWARDED_FOR", "HTTP_X_REAL_IP", "HTTP_FORWARDED")):
             return False
         peer = _ip(environ.get("REMOTE_ADDR") or "")

@@ -396,6 +396,7 @@ class WeChat:
     _ids = iter(range(int(time.time() * 1000) * 1000, 2**63))
 
     def __init__(self, url: str, token: str, aes_key: str = "", appid: str = "", timeout: float = 5.0):
+        self.verify = True  # False: through a proxy with the test's own certificate
         self.url = url
         self.token = token
         self.aes_key = aes_key
@@ -429,6 +430,7 @@ class WeChat:
             data=body,
             timeout=timeout or self.timeout,
             headers={"Content-Type": "text/xml"},
+            verify=self.verify,
         )
 
     def deliver(self, body: bytes, *, deliveries: int = 3, safe: bool = False) -> list[Delivery]:
