@@ -246,4 +246,12 @@ TEXTS = {
     "page_store_down": "服务暂时不可用，请稍后刷新。",
     "page_history_title": "对话记录",
     "page_history_empty": "这次对话还没有问答，或者对话已结束、记录已删除。",
+    "page_history_index": "本次对话的问题",
+    # Under a link that no longer works: what to do next.
+    "page_next": "回到公众号对话里发送「{next}」，可以取回还没看完的回答；也可以重新发送问题。",
+    # The server's own address (/), and pages that do not exist.
+    "page_home_title": "公众号助手",
+    "page_home": "这是一个微信公众号的自动回复服务。在公众号里发送消息，就能和 AI 对话。",
+    "page_not_found": "这个页面不存在。",
+    "page_error": "出错了，请稍后再试。",
 }

@@ -38,6 +38,8 @@ XML = "application/xml; charset=utf-8"
 TEXT = {"Content-Type": "text/plain; charset=utf-8", "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
 PLAINTEXT_NOTICE_TTL = 3600  # how long `mpbot check` reports a refused plaintext message
 BUSY_POLL_WAIT = 5  # seconds a page over a long-poll limit waits before it asks again
+with open(os.path.join(TEMPLATES, "favicon.svg"), "rb") as _icon:
+    FAVICON = _icon.read()
 
 
 class WebServices(Services):
@@ -172,9 +174,40 @@ def create_app(overrides=None) -> Bottle:
         store = "in memory" if config.embedded else "Redis"
         return HTTPResponse(body=f"ok: store {store} answers\n", headers=TEXT)
 
+    # The pages' texts, with the command names filled in (TEXTS["page_next"] names 继续).
+    texts = {name: config.text(name) for name in config.TEXTS if name.startswith("page_")}
+
+    def render_page(template: str, script_nonce: str = "", **context) -> str:
+        # ``root``: the app's root relative to the page, so that it works under a proxy's sub-path.
+        root = "../" * request.path.count("/", 1)
+        return services.templates.get_template(template).render(texts=texts, nonce=script_nonce, root=root, **context)
+
     def page(template: str, status: int = 200, script_nonce: str = "", **context) -> HTTPResponse:
-        body = services.templates.get_template(template).render(texts=config.TEXTS, nonce=script_nonce, **context)
+        body = render_page(template, script_nonce, **context)
         return HTTPResponse(status=status, body=body, headers=page_headers(script_nonce))
+
+    @app.get("/")
+    def home():
+        """What this server is, for whoever opens its address; nothing secret."""
+        return page("index.html")
+
+    @app.get("/favicon.svg")
+    @app.get("/favicon.ico")
+    def favicon():
+        headers = {"Content-Type": "image/svg+xml", "Cache-Control": "public, max-age=86400"}
+        return HTTPResponse(body=FAVICON, headers=headers)
+
+    def error_page(status: int, text: str):
+        def handler(error) -> str:
+            for name, value in page_headers().items():
+                error.set_header(name, value)
+            return render_page("error.html", message=config.text(text), next="")
+
+        app.error_handler[status] = handler
+
+    error_page(404, "page_not_found")
+    error_page(405, "page_not_found")
+    error_page(500, "page_error")
 
     def link(token: str, kind: str = "answer") -> str | None:
         """What a page link points to; None for a link forged, altered or expired; BadRequest

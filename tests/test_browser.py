@@ -1,6 +1,8 @@
 """The answer page in a real browser (Debian's headless Chromium, installed by `make test`), at a
 phone's width: the answer appears live, without a reload, and nothing scrolls sideways."""
 
+import os
+import re
 import shutil
 import time
 
@@ -70,3 +72,52 @@ def test_the_answer_appears_live_in_a_phone_browser_without_a_reload(bot, fake_l
     assert all(name.startswith(bot.url) for name in requests_made), requests_made
     time.sleep(0.5)
     assert fake_llm.calls_for("慢慢说") == 1
+
+
+SHOTS = os.path.join(os.path.dirname(__file__), "screenshots")  # kept for a person to look at
+
+
+def background(browser) -> tuple[int, ...]:
+    rgb = browser.execute_script("return getComputedStyle(document.body).backgroundColor")
+    return tuple(int(n) for n in re.findall(r"\d+", rgb)[:3])
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_the_pages_read_well_on_a_phone_in_light_and_dark(bot, fake_llm, browser, scheme, mode):
+    """The answer page, the history page with its index, and a dead link, at a phone's width;
+    a screenshot of each in tests/screenshots/ (printed)."""
+    media = {"features": [{"name": "prefers-color-scheme", "value": scheme}]}
+    browser.execute_cdp_cmd("Emulation.setEmulatedMedia", media)
+    try:
+        assert "对话已开始" in bot.say("/chatgpt")
+        assert bot.say("第一个问题") == "答：第一个问题"
+        fake_llm.rules["写一段代码"] = Rule(latency=3.2, content=ANSWER)
+        link = bot.say("写一段代码").split('href="')[1].split('"')[0]
+        time.sleep(1.0)  # the slow answer is finished
+        assert "小结" in bot.say("继续")
+        history = bot.say("/history").split('href="')[1].split('"')[0]
+        os.makedirs(SHOTS, exist_ok=True)
+        pages = {
+            "answer": bot.url + link.removeprefix("https://bot.example.com"),
+            "history": bot.url + history.removeprefix("https://bot.example.com"),
+            "expired": bot.url + "/answer/" + bot.app.mpbot.links.token("1", now=time.time() - 10**8),
+        }
+        for name, url in pages.items():
+            browser.get(url)
+            WebDriverWait(browser, 10).until(lambda b: b.execute_script("return document.readyState") == "complete")
+            light = sum(background(browser)) > 600
+            assert light == (scheme == "light"), (name, scheme, background(browser))
+            width = browser.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
+            assert width[0] <= width[1], (name, width)
+            path = os.path.join(SHOTS, f"{name}-{scheme}-{mode}.png")
+            assert browser.save_screenshot(path)
+            print(f"screenshot: {path}")
+        browser.get(pages["history"])
+        index = browser.find_elements(By.CSS_SELECTOR, "nav ol a")
+        assert [a.text for a in index] == ["第一个问题", "写一段代码"]
+        index[1].click()
+        assert browser.execute_script("return location.hash") == "#q2"
+        browser.get(pages["expired"])
+        assert "发送「继续」" in browser.find_element(By.TAG_NAME, "body").text
+    finally:
+        browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})

@@ -195,8 +195,47 @@ def test_history_links_to_a_page_of_the_sessions_questions_and_answers(bot, fake
     assert "/history/" in url
     page = requests.get(url, timeout=5)
     assert page.status_code == 200
-    assert page.text.index("第一问") < page.text.index("答：第一问") < page.text.index("第二问")
-    assert "<strong>加粗</strong>" in page.text
+    # It opens with an index of the questions, each a link to its answer further down.
+    index, answers = page.text.split("</nav>", 1)
+    assert re.findall(r'<a href="#(q\d+)">([^<]+)</a>', index) == [("q1", "第一问"), ("q2", "第二问")]
+    assert answers.index('id="q1"') < answers.index("第一问") < answers.index("答：第一问") < answers.index('id="q2"')
+    assert "<strong>加粗</strong>" in answers
     assert requests.get(url.replace("/history/", "/answer/"), timeout=5).status_code == 404
     bot.say("/stop")
     assert "记录已删除" in requests.get(url, timeout=5).text
+
+
+def test_the_servers_address_says_what_it_is_and_nothing_secret(bot):
+    home = requests.get(f"{bot.url}/", timeout=5)
+    assert home.status_code == 200 and "公众号" in home.text
+    for secret in ("testtoken123", "test-secret-key", "sk-test", "fake-model", "wechat"):
+        assert secret not in home.text, secret
+    icon = requests.get(f"{bot.url}/favicon.ico", timeout=5)
+    assert icon.status_code == 200 and icon.headers["Content-Type"] == "image/svg+xml"
+    assert 'href="favicon.svg"' in home.text, "the icon, relative: it works under a proxy's sub-path"
+
+
+@pytest.mark.parametrize("path", ["/nothing-here", "/answer", "/wechat/x", "/answer/a.b/poll/x"])
+def test_unknown_addresses_get_the_bots_own_page_not_bottles(bot, path):
+    page = requests.get(f"{bot.url}{path}", timeout=5)
+    assert page.status_code == 404
+    assert "这个页面不存在" in page.text and "Bottle" not in page.text and "Error:" not in page.text
+    assert page.headers["Content-Security-Policy"].startswith("default-src 'none'")
+    assert requests.put(f"{bot.url}/", timeout=5).status_code == 405
+
+
+def test_a_link_that_no_longer_works_says_what_to_do_next(bot, fake_llm):
+    expired = bot.app.mpbot.links.token("12345", now=time.time() - 10**8)
+    for path in (f"/answer/{expired}", f"/history/{expired}", f"/answer/{bot.app.mpbot.links.token('999')}"):
+        page = requests.get(f"{bot.url}{path}", timeout=5)
+        assert page.status_code == 404
+        assert "发送「继续」" in page.text and "重新发送问题" in page.text, path
+
+
+@pytest.mark.slow
+def test_the_answer_pages_title_is_its_question(bot, fake_llm):
+    in_session(bot)
+    question = "为什么天空是蓝色的？" + "请详细解释一下" * 10
+    url = slow_answer(bot, fake_llm, question, latency=3.2)
+    title = re.search(r"<title>(.*)</title>", requests.get(url, timeout=5).text).group(1)
+    assert title.startswith("为什么天空是蓝色的？") and title.endswith("…") and len(title) <= 41
