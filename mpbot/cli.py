@@ -271,14 +271,21 @@ def check(args) -> int:
     from .doctor import FAIL, run_checks
 
     from_environment = bool(os.environ.get("SECRET_KEY") or _load_env_file(ENV_FILE).get("SECRET_KEY"))
-    config = _settings()
-    if config is None:
-        return 1
+    _use_env_file()
+    token_missing = False
+    try:
+        config = load_config()
+    except ConfigError as exc:
+        if not str(exc).startswith("WECHAT_TOKEN is not set"):
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        # A bare clone: say what is missing, item by item, rather than stop at the first.
+        token_missing, config = True, load_config({"WECHAT_TOKEN": "unset"})
     marks = {"ok": "✔", "warn": "!", "fail": "✘", "info": "·"} if sys.stdout.isatty() else None
     progress = Progress()
     failed = False
     progress.start("checking …")
-    for status, item, detail in run_checks(config, from_environment):
+    for status, item, detail in run_checks(config, from_environment, token_missing):
         progress.stop()
         mark = marks[status] if marks else status.upper().ljust(4)
         print(f"{mark} {item:<10} {detail}", flush=True)

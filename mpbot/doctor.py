@@ -5,6 +5,7 @@ The checks talk to the real things (Redis, the RQ workers' registrations, the mo
 a one-token request, ``PUBLIC_URL``'s ``/healthz``), each with a short timeout.
 """
 
+import os
 import re
 import time
 import urllib.error
@@ -30,7 +31,14 @@ _FIXES = {
 }
 
 
-def check_token(config):
+def check_token(config, missing: bool = False):
+    if missing:
+        return (
+            FAIL,
+            "token",
+            "WECHAT_TOKEN is not set: `make run` generates one into .env, or set your own (3-32 letters or "
+            "digits); the console's Token (服务器配置 > 令牌) must be the same",
+        )
     token = config.WECHAT_TOKEN
     if not re.fullmatch(r"[A-Za-z0-9]{3,32}", token):
         return FAIL, "token", "WECHAT_TOKEN must be 3-32 letters or digits, as the WeChat admin console accepts"
@@ -118,6 +126,13 @@ def _without_credentials(url: str) -> str:
 
 
 def check_llm(config, timeout: float = 20.0):
+    if not config.OPENAI_API_KEY and not config.OPENAI_BASE_URL:
+        return (
+            FAIL,
+            "model",
+            "no model is set: set OPENAI_API_KEY (and OPENAI_BASE_URL and MPBOT_MODEL for another "
+            "OpenAI-compatible endpoint: DeepSeek, Qwen, a local Ollama or vLLM)",
+        )
     where = _without_credentials(config.OPENAI_BASE_URL) if config.OPENAI_BASE_URL else "OpenAI"
     client = openai.OpenAI(
         api_key=config.OPENAI_API_KEY or "unset",
@@ -144,6 +159,8 @@ def check_public_url(config, timeout: float = 5.0):
     from .startup import public_url_problem
 
     unreachable = public_url_problem(config.PUBLIC_URL)
+    if unreachable and "not on the internet" in unreachable:
+        return WARN, "public url", unreachable
     url = f"{config.PUBLIC_URL}/healthz"
     started = time.monotonic()
     try:
@@ -163,6 +180,32 @@ def check_public_url(config, timeout: float = 5.0):
     if unreachable:
         return WARN, "public url", f"answers here ({_ms(started)} ms), but {unreachable}"
     return OK, "public url", f"{config.PUBLIC_URL} answers ({_ms(started)} ms)"
+
+
+def check_running(timeout: float = 3.0):
+    """Whether the bot answers on this host (``PORT``), where ``make run`` starts it."""
+    port = os.environ.get("PORT", "8000")
+    url = f"http://127.0.0.1:{port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (a fixed http URL)
+            body = response.read(200).decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        return FAIL, "running", f"the bot on port {port} answers /healthz with {exc.code}: see its log"
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return FAIL, "running", f"nothing answers on port {port} here ({reason}): start the bot (`make run`)"
+    return OK, "running", f"the bot answers on port {port} ({body.strip()})"
+
+
+def check_console(config):
+    """What to type in the admin console, last: the settings above are what it must match."""
+    mode = "安全模式 (or 兼容模式)" if config.WECHAT_ENCODING_AES_KEY else "明文模式"
+    return (
+        INFO,
+        "console",
+        f"设置与开发 > 基本配置 > 服务器配置: URL {config.PUBLIC_URL}/wechat, Token = WECHAT_TOKEN, "
+        f"消息加解密方式 {mode}; submit, then 启用 (enable)",
+    )
 
 
 def check_push(config, store):
@@ -202,25 +245,31 @@ def _ms(started: float) -> int:
     return int((time.monotonic() - started) * 1000)
 
 
-def run_checks(config, from_environment: bool):
-    """Every check, in order, as a generator (so a caller can show each as it finishes)."""
+def run_checks(config, from_environment: bool, token_missing: bool = False):
+    """Every check, as a generator (so a caller can show each as it finishes), in the order a new
+    admin meets them on the way to the first real message: the Token, the store and workers, the
+    model, the bot running here, the address phones reach, then what the console must match."""
     from .store import MemoryStore, RedisStore
 
-    yield check_token(config)
+    yield check_token(config, token_missing)
     store = None if config.embedded else RedisStore(config)
-    yield check_aes(config, store)
-    yield check_secret(config, from_environment)
     try:
         redis = check_redis(config, store)
         yield redis
         if redis[0] == FAIL:
             yield INFO, "workers", "not checked: Redis is unreachable"
-            yield INFO, "push", "not checked: Redis is unreachable"
         else:
             yield check_workers(config, store)
+        yield check_llm(config)
+        yield check_running()
+        yield check_public_url(config)
+        yield check_aes(config, store if redis[0] != FAIL else None)
+        yield check_secret(config, from_environment)
+        if redis[0] == FAIL:
+            yield INFO, "push", "not checked: Redis is unreachable"
+        else:
             yield check_push(config, store or MemoryStore(config))
     finally:
         if store is not None:
             store.close()
-    yield check_llm(config)
-    yield check_public_url(config)
+    yield check_console(config)

@@ -108,7 +108,7 @@ def test_chat_says_when_no_bot_is_there_and_exits_2():
 @pytest.mark.slow
 def test_check_passes_on_a_good_setup(make_bot, mode, worker_env):
     bot = make_bot()
-    env = {**worker_env, "PUBLIC_URL": bot.url}
+    env = {**worker_env, "PUBLIC_URL": bot.url, "PORT": bot.url.rsplit(":", 1)[1]}
     if mode == "embedded":
         env["REDIS_URL"] = ""
     result = mpbot("check", env=env)
@@ -116,12 +116,33 @@ def test_check_passes_on_a_good_setup(make_bot, mode, worker_env):
     lines = {line[5:].split()[0]: line for line in result.stdout.splitlines()}
     assert lines["token"].startswith("OK") and lines["model"].startswith("OK")
     assert "answered a one-token request" in lines["model"]
-    # The bot answers at PUBLIC_URL, but a loopback address is no place for subscribers' phones.
+    # A loopback address is no place for subscribers' phones; the bot does answer here.
     assert lines["public"].startswith("WARN") and "is not on the internet" in lines["public"], lines["public"]
+    assert lines["running"].startswith("OK"), lines["running"]
     if mode == "redis":
         assert lines["redis"].startswith("OK")
         assert re.search(r"reachable and takes writes, redis \d+\.\d+", lines["redis"])
         assert lines["workers"].startswith("OK   workers    4 RQ workers")
+
+
+@pytest.mark.slow
+def test_check_from_a_bare_clone_says_in_order_what_is_missing(tmp_path):
+    clean = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/"), "PYTHONPATH": ROOT}
+    clean["PORT"] = str(free_port())  # nothing listens there
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "mpbot", "check"], cwd=tmp_path, env=clean, capture_output=True, text=True, timeout=60
+    )
+    assert time.monotonic() - started < 15
+    assert result.returncode == 1, result.stderr
+    lines = result.stdout.splitlines()
+    items = [line[5:].split()[0] for line in lines]
+    assert items[0] == "token" and lines[0].startswith("FAIL") and "make run" in lines[0]
+    assert items.index("model") < items.index("running") < items.index("public") < items.index("console")
+    model, running = lines[items.index("model")], lines[items.index("running")]
+    assert model.startswith("FAIL") and "set OPENAI_API_KEY" in model
+    assert running.startswith("FAIL") and "start the bot (`make run`)" in running
+    assert items[-1] == "console" and "URL http://127.0.0.1:8000/wechat" in lines[-1]
 
 
 @pytest.mark.slow
@@ -141,7 +162,8 @@ def test_check_names_every_broken_item_and_its_fix(mode):
     lines = {line[5:].split()[0]: line for line in result.stdout.splitlines()}
     assert lines["token"].startswith("FAIL") and "3-32 letters or digits" in lines["token"]
     assert lines["model"].startswith("FAIL") and "nothing answers at OPENAI_BASE_URL" in lines["model"]
-    assert lines["public"].startswith("FAIL") and "set PUBLIC_URL" in lines["public"]
+    assert lines["public"].startswith("WARN") and "set PUBLIC_URL" in lines["public"]
+    assert lines["running"].startswith("FAIL") and "start the bot" in lines["running"]
     if mode == "redis":
         assert lines["redis"].startswith("FAIL") and "start Redis or fix REDIS_URL" in lines["redis"]
 
@@ -157,8 +179,8 @@ def test_check_never_prints_the_models_credentials():
 
 @pytest.mark.slow
 def test_check_explains_settings_it_cannot_load():
-    result = mpbot("check", env={"WECHAT_TOKEN": ""})
-    assert result.returncode == 1 and "WECHAT_TOKEN is not set" in result.stderr
+    result = mpbot("check", env={"WECHAT_TOKEN": "abc123", "MPBOT_LLM_TIMEOUT": "soon"})
+    assert result.returncode == 1 and "MPBOT_LLM_TIMEOUT='soon' is not valid" in result.stderr
 
 
 # --- /metrics and mpbot stats -----------------------------------------------------------------
