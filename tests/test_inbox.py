@@ -508,6 +508,7 @@ def test_the_machine_does_no_io_and_reads_no_clock():
     assert not {name.split(".")[0] for name in seen} & banned, sorted(seen)
 
 
-def test_the_readme_diagram_is_drawn_from_the_transition_tables():
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as readme:
+@pytest.mark.parametrize("name", ["README.md", "README.en.md"])
+def test_the_readme_diagram_is_drawn_from_the_transition_tables(name):
+    with open(os.path.join(ROOT, name), encoding="utf-8") as readme:
         assert machine.diagram() in readme.read()
