@@ -63,11 +63,13 @@ nginx:
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nginx openssl \
 		|| test -x /usr/sbin/nginx; }  # its own service may fail to start (port 80 taken): the tests run their own
 
-# The answer page's browser test drives Debian's headless Chromium through its chromedriver.
+# The answer page's browser test drives Debian's headless Chromium through its chromedriver; a
+# Chinese font (WenQuanYi Micro Hei, 5 MB) so that its screenshots show the pages as phones do.
 chromium:
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
-		echo "chromium or chromedriver is missing: installing them with apt-get"; \
-		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver; }
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && fc-list :lang=zh | grep -q . || { \
+		echo "chromium, chromedriver or a Chinese font is missing: installing them with apt-get"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver \
+		fonts-wqy-microhei; }
 
 clean:
 	rm -rf $(VENV) .pytest_cache tests/.pytest_cache .ruff_cache

@@ -70,6 +70,8 @@ def test_make_run_with_nothing_configured_runs_embedded_and_prints_the_token(tmp
     assert f"{url}/wechat" in output
     assert token in output
     assert "embedded" in output
+    # The default PUBLIC_URL is this machine: no subscriber's phone can open a link there.
+    assert "warning: PUBLIC_URL=http://127.0.0.1:8000 is not on the internet" in output
     assert process.returncode == 0
 
 
