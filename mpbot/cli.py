@@ -22,7 +22,9 @@ from .config import load_config
 from .errors import ConfigError
 from .logs import setup_logging
 
-ENV_FILE = ".env"
+# Settings beside the code, written by `make run`; MPBOT_ENV_FILE names another (/etc/mpbot.env,
+# as the systemd units read it), so that the admin's tools see what the services see.
+ENV_FILE = os.environ.get("MPBOT_ENV_FILE") or ".env"
 
 
 def _load_env_file(path: str) -> dict[str, str]:

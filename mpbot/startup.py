@@ -29,7 +29,16 @@ def bind_address() -> str:
 
 
 def port_problem(bind: str) -> str | None:
-    """Why the web process cannot listen at ``bind``, in one line; None when it can."""
+    """Why the web process cannot listen at ``bind``, in one line; None when it can (or when it is
+    not ours to probe: a unix socket or a file descriptor, or sockets gunicorn or systemd hand
+    over, as in gunicorn's USR2 upgrade, where the old master still holds the port)."""
+    if os.environ.get("GUNICORN_FD") or os.environ.get("LISTEN_FDS"):
+        return None
+    if bind.startswith(("unix:", "fd://")):
+        return None
+    bind = bind.removeprefix("tcp://")
+    if ":" not in bind:
+        bind = f"0.0.0.0:{bind}" if bind.isdigit() else f"{bind}:8000"  # gunicorn's defaults
     host, _, port_text = bind.rpartition(":")
     host = host.strip("[]") or "0.0.0.0"  # noqa: S104 (where gunicorn will listen, probed)
     setting = "BIND" if os.environ.get("BIND") else "PORT"

@@ -250,3 +250,20 @@ def test_metrics_can_require_a_bearer_token(make_bot):
     assert wrong.status_code == 403
     figures = metrics(bot.url, Authorization="Bearer metrics-secret")
     assert ("mpbot_answers_in_flight", (("state", "running"),)) in figures
+
+
+@pytest.mark.slow
+def test_check_reads_the_settings_file_the_services_read(tmp_path):
+    settings = tmp_path / "mpbot.env"
+    settings.write_text("WECHAT_TOKEN=fromthefile123\nOPENAI_BASE_URL=http://127.0.0.1:9/v1\n")
+    clean = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/"), "PYTHONPATH": ROOT}
+    result = subprocess.run(
+        [sys.executable, "-m", "mpbot", "check"],
+        cwd=tmp_path / "..",
+        env={**clean, "MPBOT_ENV_FILE": str(settings), "PORT": str(free_port())},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    token = next(line for line in result.stdout.splitlines() if line[5:].startswith("token"))
+    assert token.startswith("OK") and "(14 characters)" in token, result.stdout + result.stderr

@@ -95,3 +95,20 @@ def test_redis_that_does_not_answer_is_one_line_and_an_exit_within_30_s(tmp_path
 def test_links_no_phone_can_open_are_named(url, words):
     problem = public_url_problem(url)
     assert (problem is None) if words is None else (words in problem and "PUBLIC_URL" in problem)
+
+
+@pytest.mark.parametrize("bind", ["unix:/run/mpbot.sock", "fd://3"])
+def test_binds_that_are_not_a_tcp_port_are_not_probed(bind):
+    from mpbot.startup import port_problem
+
+    assert port_problem(bind) is None
+
+
+def test_a_port_handed_over_by_gunicorn_or_systemd_is_not_probed(busy_port, monkeypatch):
+    from mpbot.startup import port_problem
+
+    assert "already in use" in port_problem(f"0.0.0.0:{busy_port}")
+    assert "already in use" in port_problem(f"tcp://0.0.0.0:{busy_port}")
+    assert "already in use" in port_problem(str(busy_port)), "a bare port, as gunicorn takes it"
+    monkeypatch.setenv("GUNICORN_FD", "5")  # USR2: the new master inherits the old one's socket
+    assert port_problem(f"0.0.0.0:{busy_port}") is None
