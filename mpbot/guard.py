@@ -1,12 +1,13 @@
 """What a request must be before anything acts on it.
 
-- ``well_formed``: every value taken from a request has one strict shape (ASCII digits, hex,
-  URL-safe base64), checked before it is used; what does not fit is a 400.
+- ``SHAPES``, ``well_formed``, ``require``: every value taken from a request has one strict shape
+  (ASCII digits, hex, URL-safe base64, printable ASCII), checked before it is used; what does
+  not fit is a 400.
 - ``Replays``: in plaintext mode WeChat's ``signature`` covers the token, timestamp and nonce, not
   the body. Each signature is remembered with a digest of the message it came with, for as long
   as its timestamp is fresh, so that one leaked signed URL cannot carry another message; WeChat's
   own retries (the same message) pass.
-- ``client_address``: ``X-Forwarded-For`` is believed only from the proxies named in
+- ``Proxies``: ``X-Forwarded-For`` is believed only from the proxies named in
   ``MPBOT_FORWARDED_ALLOW_IPS``.
 - ``Polls``: the answer page's long-polls a web process holds at once, per link, per client and in
   all, so that a few clients cannot hold every thread.
@@ -16,14 +17,11 @@ import contextlib
 import hashlib
 import ipaddress
 import json
-import logging
 import re
 import threading
 from collections import Counter
 
 from .errors import BadRequest
-
-log = logging.getLogger(__name__)
 
 # [0-9] and the like match ASCII only (str.isdigit() also takes "²" and "٣").
 SHAPES = {

@@ -97,23 +97,27 @@ def _said(exc: Exception, url: str) -> str:
     return text.replace(password, "***") if password else text
 
 
-def public_url_problem(public_url: str) -> str | None:
-    """Why subscribers' phones cannot open links under ``PUBLIC_URL`` (a loopback or private
-    address, plain http for a public host), in one line; None when they can."""
+def on_the_internet(public_url: str) -> bool:
+    """Whether ``PUBLIC_URL``'s host can be on the internet (not loopback, private or .local)."""
     import ipaddress
 
-    parts = urlsplit(public_url)
-    host = parts.hostname or ""
+    host = urlsplit(public_url).hostname or ""
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
-        ip = None
-    if host == "localhost" or host.endswith(".local") or (ip is not None and not ip.is_global):
+        return host != "localhost" and not host.endswith(".local")
+    return ip.is_global
+
+
+def public_url_problem(public_url: str) -> str | None:
+    """Why subscribers' phones cannot open links under ``PUBLIC_URL`` (a loopback or private
+    address, plain http for a public host), in one line; None when they can."""
+    if not on_the_internet(public_url):
         return (
             f"PUBLIC_URL={public_url} is not on the internet: subscribers' phones cannot open the answer "
             "links; set PUBLIC_URL to this bot's public https address (e.g. https://bot.example.com)"
         )
-    if parts.scheme != "https":
+    if urlsplit(public_url).scheme != "https":
         return (
             f"PUBLIC_URL={public_url} is plain http: WeChat's browser warns before opening such links, and "
             "they can be read on the way; serve https (see the README's deploy section) and set PUBLIC_URL to it"
