@@ -163,7 +163,8 @@ MPBOT_REPLY_MAX_BYTES = 2047
 # subscriber at a time); beyond that the bot asks them to wait.
 MPBOT_MAX_QUEUED = 5
 
-# Commands and their aliases; matched after trimming whitespace, ignoring case.
+# Commands and their aliases; matched after trimming whitespace, ignoring case. The first alias is
+# the one the texts name: a word reads 发送「继续」, a /command reads 发送 /chatgpt.
 COMMANDS = {
     "start": ["/chatgpt", "/start", "开始"],
     "stop": ["/stop", "结束"],
@@ -173,31 +174,74 @@ COMMANDS = {
     "help": ["/help", "帮助"],
 }
 
-# Everything the bot says. {start}, {stop}, {clear}, {next}, {history}, {help} are the first name
-# of each command, {url} is a link to a page, {part} and {parts} number the parts of a long answer.
+# In the chat, a command a text names is a link that sends it when tapped (weixin://bizmsgmenu):
+# 「继续」 under a long answer, the commands in the help text. False: plain names, same wording.
+MPBOT_TAP_LINKS = True
+
+# --- Who gets answers, and the account's own replies -------------------------------------------
+
+# False: the model answers in a chat session, started with /chatgpt and ended by /stop or 5 idle
+# minutes. True: every text from every subscriber goes to the model without /chatgpt (a session
+# starts by itself; /clear and /stop still clear the history; the welcome and help texts say so).
+MPBOT_ALWAYS_ON = False
+# Keyword replies, ahead of the model (commands come first): a text that matches gets its reply
+# at once, in a session or not, with no model call. Each rule is
+#   {"keywords": ["价格", "多少钱"], "match": "exact" or "contains", "reply": "..."}
+# matched after trimming, ignoring case ("exact" when left out); "reply" may be a list, of which
+# one is picked at random. A reply may carry <a href="...">links</a>.
+MPBOT_RULES = []
+# A file of more rules, as `python -m mpbot import-rules` writes it from the console's own keyword
+# replies (developer mode turns those off). Its follow reply goes before TEXTS["welcome"], its
+# default reply before TEXTS["hint"]. A relative path is taken from this file's folder; a missing
+# file is no error.
+MPBOT_RULES_FILE = "rules.json"
+# The custom menu's CLICK buttons: EventKey -> the reply text, or a command (e.g. "/chatgpt") to
+# run as if the subscriber had sent it. A key not listed gets no reply (and one log line).
+MPBOT_MENU = {}
+
+# Everything the bot says. {start}, {stop}, {clear}, {next}, {history}, {help} are the commands'
+# names (see COMMANDS), {url} a link to a page, {part} and {parts} number the parts of a long
+# answer, {question} the first words of a question, {ai_label} the text "ai_label". A text named
+# "<name>_always_on" replaces "<name>" when MPBOT_ALWAYS_ON is True.
 TEXTS = {
-    "welcome": "欢迎关注！发送 {start} 开始和 AI 对话，发送 {help} 查看全部命令。",
+    # The label the rules on AI-generated content ask for: in the start text and on the answer page.
+    "ai_label": "回答由 AI 生成，仅供参考。",
+    # Added after every answer when set, e.g. "\n\n（以上内容由 AI 生成）".
+    "answer_label": "",
+    "welcome": "欢迎关注！发送{start}开始和 AI 对话，发送{help}查看全部命令。",
+    "welcome_always_on": "欢迎关注！直接发送问题，就能和 AI 对话。{ai_label}\n发送{help}查看全部命令。",
     "help": (
         "可用命令：\n"
-        "{start} 开始对话\n"
-        "{stop} 结束对话并删除记录\n"
-        "{clear} 清空对话记录，继续对话\n"
-        "{next} 查看长回答的下一段，或取回还没看到的回答\n"
-        "{history} 查看本次对话的全部问答\n"
-        "{help} 显示本帮助\n"
+        "{start}开始对话\n"
+        "{stop}结束对话并删除记录\n"
+        "{clear}清空对话记录，继续对话\n"
+        "{next}查看长回答的下一段，或取回还没看到的回答\n"
+        "{history}查看本次对话的全部问答\n"
+        "{help}显示本帮助\n"
         "对话开始后直接发送问题即可，空闲 5 分钟后对话自动结束。"
     ),
-    "started": "对话已开始，请直接发送问题。\n发送 {clear} 清空记录，发送 {stop} 结束对话。",
-    "already_started": "对话进行中，请直接发送问题。\n发送 {clear} 清空记录，发送 {stop} 结束对话。",
-    "stopped": "对话已结束，记录已删除。发送 {start} 重新开始。",
-    "not_started": "当前没有进行中的对话。发送 {start} 开始。",
+    "help_always_on": (
+        "直接发送问题即可和 AI 对话，空闲 5 分钟后对话记录自动清空。\n"
+        "可用命令：\n"
+        "{clear}清空对话记录，继续对话\n"
+        "{stop}删除对话记录\n"
+        "{next}查看长回答的下一段，或取回还没看到的回答\n"
+        "{history}查看本次对话的全部问答\n"
+        "{help}显示本帮助"
+    ),
+    "started": "对话已开始，请直接发送问题。{ai_label}\n发送{clear}清空记录，发送{stop}结束对话。",
+    "already_started": "对话进行中，请直接发送问题。\n发送{clear}清空记录，发送{stop}结束对话。",
+    "stopped": "对话已结束，记录已删除。发送{start}重新开始。",
+    "stopped_always_on": "对话记录已删除。直接发送问题，就会开始新的对话。",
+    "not_started": "当前没有进行中的对话。发送{start}开始。",
+    "not_started_always_on": "当前没有对话记录。直接发送问题即可。",
     "cleared": "对话记录已清空，请继续提问。",
-    "hint": "发送 {start} 开始和 AI 对话，发送 {help} 查看命令。",
+    "hint": "发送{start}开始和 AI 对话，发送{help}查看命令。",
     # The last delivery, when the answer is not finished: no text yet...
-    "fallback": '回答还在生成中，<a href="{url}">点此查看回答</a>。\n稍后发送「{next}」或任意消息，在这里取回回答。',
+    "fallback": '回答还在生成中，<a href="{url}">点此查看回答</a>。\n稍后发送{next}或任意消息，在这里取回回答。',
     "fallback_queued": (
         '上一个问题还在回答中，这个问题排在它后面，<a href="{url}">点此查看回答</a>。\n'
-        "稍后发送「{next}」或任意消息，在这里取回回答。"
+        "稍后发送{next}或任意消息，在这里取回回答。"
     ),
     # ...the same, when the answer will be pushed (MPBOT_PUSH) once it is finished.
     "fallback_push": '回答还在生成中，写好后会直接发到这里。\n也可以<a href="{url}">点此查看回答</a>。',
@@ -205,17 +249,19 @@ TEXTS = {
         '上一个问题还在回答中，这个问题排在它后面，回答好后会直接发到这里。\n也可以<a href="{url}">点此查看回答</a>。'
     ),
     # ...or after the text so far.
-    "partial": '\n……\n（还在生成中，<a href="{url}">点此查看完整回答</a>，稍后发送「{next}」接着看）',
+    "partial": '\n……\n（还在生成中，<a href="{url}">点此查看完整回答</a>，稍后发送{next}接着看）',
     # A long answer, part by part.
-    "more": '\n\n（{part}/{parts}）发送「{next}」看下一段，或<a href="{url}">点此查看完整回答</a>',
+    "more": '\n\n（{part}/{parts}）发送{next}看下一段，或<a href="{url}">查看全文</a>',
     "last_part": "\n\n（{part}/{parts} 完）",
     # A pushed part that the next pushed message continues.
     "push_more": "\n\n（{part}/{parts}）",
     "answer_end": "（回答完毕，以上就是全部内容）",
+    # Before an answer that a later message fetches (or that is pushed): which question it answers.
+    "answer_quote": "关于「{question}」：\n\n",
     # Added when a message shows an earlier answer: the message was a new question...
-    "note_queued": "\n\n——你刚发的问题已收到，会接着回答，发送「{next}」查看。",
+    "note_queued": "\n\n——你刚发的问题已收到，会接着回答，发送{next}查看。",
     # ...or it came outside a session.
-    "note_hint": "\n\n——发送 {start} 开始新的对话。",
+    "note_hint": "\n\n——发送{start}开始新的对话。",
     "nothing_more": "没有需要继续看的回答了，请直接发送问题。",
     "too_many": "前面还有几个问题在排队，请等它们回答完再提问。",
     "rate_limited": "提问太快啦，请稍等一分钟再发送。",
@@ -224,6 +270,8 @@ TEXTS = {
     "history": '<a href="{url}">点此查看本次对话的全部问答</a>',
     "voice_unrecognised": "没有听清这段语音，请打字发送问题。",
     "unsupported": "暂时只能理解文字和语音消息，请用文字描述你的问题。",
+    # A sticker or anything else WeChat cannot pass on (it sends 【收到不支持的消息类型，暂无法显示】).
+    "sticker": "收到你的表情啦。暂时只能看懂文字，请用文字描述你的问题。",
     "store_down": "服务暂时有点忙，请稍后再试。",
     "error": "抱歉，回答出错了，请稍后重新发送问题。",
     "error_timeout": "抱歉，AI 回答超时了，请稍后重新发送问题。",
@@ -248,7 +296,7 @@ TEXTS = {
     "page_history_empty": "这次对话还没有问答，或者对话已结束、记录已删除。",
     "page_history_index": "本次对话的问题",
     # Under a link that no longer works: what to do next.
-    "page_next": "回到公众号对话里发送「{next}」，可以取回还没看完的回答；也可以重新发送问题。",
+    "page_next": "回到公众号对话里发送{next}，可以取回还没看完的回答；也可以重新发送问题。",
     # The server's own address (/), and pages that do not exist.
     "page_home_title": "公众号助手",
     "page_home": "这是一个微信公众号的自动回复服务。在公众号里发送消息，就能和 AI 对话。",

@@ -1,23 +1,85 @@
-"""WeRoBot handlers: glue between WeChat messages, the window, sessions and the replies.
+"""The handlers: glue between WeChat's messages and events, the window, sessions and replies.
 
-Each handler returns a ``TextReply`` (or None for no reply). A handler never raises: WeRoBot
-would swallow the error and answer with silence, which tells WeChat the message was handled.
+Every message type and event WeChat sends has a handler here, and anything else (a type or event
+WeChat adds later) gets ``SUCCESS`` and one log line. A handler returns a ``TextReply``,
+``SUCCESS`` (no reply: WeChat stops retrying) or None (a delivery that stays silent while an
+answer is on its way). A handler never raises: an error becomes a text the subscriber can read.
 """
 
-import functools
 import logging
 import time
 
-import werobot
-
+from . import emoticons
+from .autoreply import AutoReplies
 from .errors import StoreError
 from .inbox import Reply
 from .logs import user_tag
 from .moderation import Moderator
 from .sessions import Commands
-from .wechat import text_reply
+from .wechat import SUCCESS, text_reply
 
 log = logging.getLogger(__name__)
+
+
+# What WeChat sends in place of a sticker, or anything else it cannot pass on, as a text message.
+PLACEHOLDER = "【收到不支持的消息类型，暂无法显示】"
+# Messages the bot cannot read yet: they get TEXTS["unsupported"] (or an answer that waits).
+MEDIA = ("image", "video", "shortvideo", "location", "link", "file")
+# Events WeChat sends about what a subscriber did or about the account, that need no reply: the
+# menu's links and WeChat's own pickers (what they pick comes as a message of its own), QR scans
+# by subscribers, reported locations, the results of mass and template sends, subscriptions to
+# one-off messages, cards, mini programs, publishing.
+QUIET_EVENTS = (
+    "view",
+    "scan",
+    "location",
+    "scancode_push",
+    "pic_sysphoto",
+    "pic_photo_or_album",
+    "pic_weixin",
+    "location_select",
+    "view_miniprogram",
+    "masssendjobfinish",
+    "templatesendjobfinish",
+    "publishjobfinish",
+    "subscribe_msg_popup_event",
+    "subscribe_msg_change_event",
+    "subscribe_msg_sent_event",
+    "user_get_card",
+    "user_del_card",
+    "user_consume_card",
+    "user_view_card",
+    "user_gifting_card",
+    "user_enter_session_from_card",
+    "card_pass_check",
+    "card_not_pass_check",
+    "update_member_card",
+    "card_sku_remind",
+    "card_pay_order",
+    "submit_membercard_user_info",
+    "user_pay_from_pay_cell",
+    "qualification_verify_success",
+    "qualification_verify_fail",
+    "naming_verify_success",
+    "naming_verify_fail",
+    "annual_renew",
+    "verify_expired",
+    "kf_create_session",
+    "kf_close_session",
+    "kf_switch_session",
+    "poi_check_notify",
+    "wificonnected",
+    "user_scan_product",
+    "user_scan_product_enter_session",
+    "user_scan_product_async",
+    "user_scan_product_verify_action",
+    "user_info_modified",
+    "user_authorization_revoke",
+    "user_authorization_cancellation",
+    "guide_qrcode_scan_event",
+    "merchant_order",
+    "user_enter_tempsession",
+)
 
 
 class Bot:
@@ -33,49 +95,53 @@ class Bot:
         self.window = window
         self.commands = Commands(config)
         self.moderator = Moderator(config)
-        self.robot = werobot.WeRoBot(token=config.WECHAT_TOKEN, SESSION_STORAGE=False)
-        self.robot.text(self._guard(self.on_text))
-        self.robot.voice(self._guard(self.on_voice))
-        for kind in ("image", "video", "shortvideo", "location", "link"):
-            getattr(self.robot, kind)(self._guard(self.on_unsupported))
-        self.robot.subscribe(self._guard(self.on_subscribe))
-        self.robot.unsubscribe(self._guard(self.on_unsubscribe))
+        self.autoreplies = AutoReplies.of(config)
+        self.handlers = {
+            "text": self.on_text,
+            "voice": self.on_voice,
+            **{kind: self.on_media for kind in MEDIA},
+            "subscribe_event": self.on_subscribe,
+            "unsubscribe_event": self.on_unsubscribe,
+            "click_event": self.on_click,
+            "scancode_waitmsg_event": self.on_click,  # a menu button that waits for a reply
+            **{f"{event}_event": self.on_quiet for event in QUIET_EVENTS},
+        }
 
     def reply(self, message):
-        return self.robot.get_reply(message)
-
-    def _guard(self, handler):
-        @functools.wraps(handler)
-        def guarded(message):
-            try:
-                return handler(message)
-            except StoreError as exc:
-                log.error("store unreachable, apologised to user=%s: %s", user_tag(message.source), exc)
-                return text_reply(message, self.config.text("store_down"))
-            except Exception:
-                log.exception("handler %s failed for user=%s", handler.__name__, user_tag(message.source))
-                return text_reply(message, self.config.text("error"))
-
-        return guarded
+        """The reply to one delivery: a TextReply, SUCCESS, or None (silence)."""
+        handler = self.handlers.get(getattr(message, "type", ""), self.on_unknown)
+        try:
+            return handler(message)
+        except StoreError as exc:
+            log.error("store unreachable, apologised to user=%s: %s", user_tag(message.source), exc)
+            return text_reply(message, self.config.text("store_down"))
+        except Exception:
+            log.exception("handler %s failed for user=%s", handler.__name__, user_tag(message.source))
+            return text_reply(message, self.config.text("error"))
 
     # --- messages --------------------------------------------------------------------------
 
     def on_text(self, message):
-        return self.converse(message, message.content or "")
+        content = message.content or ""
+        if content.strip() == PLACEHOLDER:  # a sticker: no question, but it fetches a waiting answer
+            return self.converse(message, "", otherwise=self.config.text("sticker"))
+        return self.converse(message, content)
 
     def on_voice(self, message):
         if message.recognition and message.recognition.strip():
             return self.converse(message, message.recognition)
         return self.converse(message, "", otherwise=self.config.text("voice_unrecognised"))
 
-    def on_unsupported(self, message):
+    def on_media(self, message):
         return self.converse(message, "", otherwise=self.config.text("unsupported"))
 
-    def converse(self, message, text: str, otherwise: str = ""):
-        """Answer a message: ``text`` is a command or a question; with ``otherwise`` set it is
-        neither, and gets that reply unless an answer is waiting to be read (any message fetches)."""
-        openid, msgid = message.source, str(message.message_id)
+    def converse(self, message, text: str, otherwise: str = "", msgid: str | None = None):
+        """Answer a message: ``text`` is a command, a keyword, or a question; with ``otherwise``
+        set it is none of them, and gets that reply unless an answer is waiting to be read (any
+        message fetches). ``msgid``: the id its deliveries share (a message's MsgId by default)."""
+        openid, msgid = message.source, msgid or str(message.message_id)
         command = None if otherwise else self.commands.match(text)
+        keyword = None if otherwise or command else self.autoreplies.match(text)
 
         def first() -> Reply:
             if otherwise:
@@ -85,11 +151,15 @@ class Bot:
             if command:
                 reply = self.commands.run(command, self.sessions, self.reader, self.links, self.metrics, openid)
                 return self.reader.say(openid, msgid, reply)
-            sid = self.sessions.touch(openid)
-            refusal = self._refusal(openid, text) if sid is not None else None
+            if keyword is not None:
+                self.metrics.count("keyword_replies")
+                return self.reader.say(openid, msgid, keyword)
+            sid = self.sessions.open(openid) if self.config.MPBOT_ALWAYS_ON else self.sessions.touch(openid)
+            question = emoticons.readable(text.strip())
+            refusal = self._refusal(openid, question) if sid is not None else None
             if refusal is not None:
                 return self.reader.say(openid, msgid, self.config.text(refusal))
-            return self.reader.take(openid, msgid, text.strip(), sid)
+            return self.reader.take(openid, msgid, question, sid)
 
         started = time.monotonic()
         n, outcome, reply = self.window.deliver(openid, msgid, first)
@@ -129,4 +199,35 @@ class Bot:
             self.sessions.end(message.source)
             self.reader.drop(message.source)
             log.info("unsubscribe user=%s: session and history dropped", user_tag(message.source))
-        return None
+        return SUCCESS
+
+    def on_click(self, message):
+        """A custom menu button (MPBOT_MENU): its reply text, or the command it stands for."""
+        key = message.key or ""
+        value = self.config.MPBOT_MENU.get(key)
+        if value is None:
+            log.info(
+                "menu %s key=%r from user=%s: not in MPBOT_MENU, no reply",
+                message.type,
+                key[:64],
+                user_tag(message.source),
+            )
+            return SUCCESS
+        if self.commands.match(value):
+            # Its retries share one id, as a message's share its MsgId: the command runs once.
+            return self.converse(message, value, msgid=f"menu-{message.source}-{message.time}")
+        return text_reply(message, value)
+
+    def on_quiet(self, message):
+        log.debug("event %s from user=%s: no reply needed", message.type, user_tag(message.source))
+        return SUCCESS
+
+    def on_unknown(self, message):
+        if getattr(message, "logged", False):  # said already, where it was read
+            return SUCCESS
+        log.info(
+            "no handler for a %s from user=%s: answered success (a type or event this bot does not know)",
+            str(getattr(message, "type", "?"))[:64],
+            user_tag(message.source),
+        )
+        return SUCCESS

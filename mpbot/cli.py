@@ -297,6 +297,65 @@ def check(args) -> int:
     return 1 if failed else 0
 
 
+def import_rules(args) -> int:
+    """Carry the console's keyword replies, reply to any message and reply on following over to
+    a rules file the bot loads (developer mode switched them off in the console)."""
+    import json
+    import tempfile
+
+    import settings
+
+    from .autoreply import from_console, rules_path
+    from .keys import Keys
+    from .metrics import Metrics
+    from .push import PushError, WeChatAPI
+    from .store import make_store
+
+    config = _settings()
+    if config is None:
+        return 2
+    missing = [name for name in ("WECHAT_APPID", "WECHAT_APPSECRET") if not getattr(config, name)]
+    if missing:
+        print(
+            f"error: {' and '.join(missing)} not set: reading the console's rules takes the account's AppID and "
+            "AppSecret (设置与开发 > 基本配置), and this server's IP in the IP whitelist",
+            file=sys.stderr,
+        )
+        return 2
+    path = args.output or rules_path(config.MPBOT_RULES_FILE or "rules.json", settings.__file__)
+    store = make_store(config)
+    keys = Keys(config.MPBOT_KEY_PREFIX)
+    api = WeChatAPI(config, store, keys, Metrics(config, store, keys))
+    try:
+        info = api.autoreply_info()
+    except PushError as exc:
+        print(f"error: cannot read the console's rules from {config.WECHAT_API_BASE}: {exc.detail}", file=sys.stderr)
+        return 1
+    finally:
+        api.close()
+        store.close()
+    document, skipped = from_console(info)
+    folder = os.path.dirname(os.path.abspath(path))
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=folder, suffix=".tmp", delete=False) as f:
+        json.dump(document, f, ensure_ascii=False, indent=2)
+        f.write("\n")
+    os.replace(f.name, path)
+    commands = {alias.strip().lower() for aliases in config.COMMANDS.values() for alias in aliases}
+    shadowed = sorted({k for rule in document["rules"] for k in rule["keywords"] if k.strip().lower() in commands})
+    print(f"wrote {path}:")
+    print(f"  {len(document['rules'])} keyword rule(s)")
+    print(f"  reply on following (before the welcome text): {'yes' if 'follow_reply' in document else 'no'}")
+    print(f"  reply to any message (before the hint, outside a chat): {'yes' if 'default_reply' in document else 'no'}")
+    for line in skipped:
+        print(f"  not carried: {line}")
+    if shadowed:
+        print(f"  note: {', '.join(shadowed)} are also commands, and commands come first")
+    if not config.MPBOT_RULES_FILE or rules_path(config.MPBOT_RULES_FILE, settings.__file__) != os.path.abspath(path):
+        print(f"set MPBOT_RULES_FILE={path} for the bot to load it", file=sys.stderr)
+    print("restart the bot (and its workers) to use the rules")
+    return 0
+
+
 def stats(args) -> int:
     """The /metrics figures as a table."""
     from . import stats as figures
@@ -354,6 +413,17 @@ def main(argv=None) -> None:
         "PUBLIC_URL. Exit code 0 when nothing failed, 1 otherwise.",
     )
     doctor.set_defaults(func=check)
+
+    rules = commands.add_parser(
+        "import-rules",
+        help="carry the console's keyword replies over to the bot (developer mode turns them off)",
+        description="Read the console's auto-replies (关键词回复, 收到消息回复, 被关注回复) with "
+        "get_current_autoreply_info (WECHAT_APPID, WECHAT_APPSECRET, and this server's IP in the whitelist) and "
+        "write them as a rules file (MPBOT_RULES_FILE) that the bot loads at start. Only text replies can be "
+        "carried: image, article, voice and video replies are listed as not carried. Exit code 0 when written.",
+    )
+    rules.add_argument("--output", help="the file to write (default: MPBOT_RULES_FILE, rules.json beside settings.py)")
+    rules.set_defaults(func=import_rules)
 
     figures = commands.add_parser(
         "stats",

@@ -14,6 +14,7 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
+from . import autoreply, texts
 from .errors import ConfigError
 from .guard import Proxies
 
@@ -61,15 +62,24 @@ class Config:
     def embedded(self) -> bool:
         return not self.REDIS_URL
 
-    def text(self, name: str, **fields: str) -> str:
-        """A text from ``TEXTS`` with the command names (and ``fields``) filled in."""
-        names = {key: aliases[0] for key, aliases in self.COMMANDS.items() if aliases}
-        return self.TEXTS[name].format_map({**names, **fields})
+    def text(self, name: str, tap: bool | None = None, **fields) -> str:
+        """A text from ``TEXTS`` (its always-on form in that mode) with the command names (and
+        ``fields``) filled in (see texts.py). Command names are taps in the chat's texts with
+        MPBOT_TAP_LINKS, unless ``tap`` is False; never in a page's (``page_*``)."""
+        tappable = self.MPBOT_TAP_LINKS if tap is None else tap
+        return texts.fill(
+            self.TEXTS,
+            self.COMMANDS,
+            name,
+            tappable=tappable and not name.startswith("page_"),
+            always_on=self.MPBOT_ALWAYS_ON,
+            **fields,
+        )
 
-    def error_text(self, kind: str) -> str:
+    def error_text(self, kind: str, tap: bool | None = None) -> str:
         """What the subscriber reads when an answer failed in the way ``kind`` says."""
         name = f"error_{kind}"
-        return self.text(name if name in self.TEXTS else "error")
+        return self.text(name if name in self.TEXTS else "error", tap=tap)
 
 
 def load_config(overrides: Mapping[str, Any] | None = None, module: str = "settings") -> Config:
@@ -82,8 +92,27 @@ def load_config(overrides: Mapping[str, Any] | None = None, module: str = "setti
         if name not in values:
             raise ConfigError(f"unknown setting {name!r}: it is not in settings.py")
         values[name] = value
+    _add_rules_file(values, autoreply.rules_path(values["MPBOT_RULES_FILE"], settings.__file__))
     _check(values)
     return Config(values)
+
+
+def _add_rules_file(values: dict[str, Any], path: str) -> None:
+    """The rules file's rules after MPBOT_RULES; its follow reply before the welcome text, its
+    default reply before the hint (the reply to a text outside a session)."""
+    document = autoreply.read_rules_file(path)
+    if document is None:
+        return
+    rules = document.get("rules", [])
+    autoreply.parse_rules(rules, f"MPBOT_RULES_FILE {path}", values["MPBOT_REPLY_MAX_BYTES"])
+    values["MPBOT_RULES"] = [*values["MPBOT_RULES"], *rules]
+    texts_ = dict(values["TEXTS"])
+    for reply, names in (("follow_reply", ("welcome", "welcome_always_on")), ("default_reply", ("hint",))):
+        if document.get(reply):
+            for name in names:
+                if name in texts_:
+                    texts_[name] = autoreply.literal(document[reply]) + "\n\n" + texts_[name]
+    values["TEXTS"] = texts_
 
 
 def _check(values: dict[str, Any]) -> None:
@@ -115,6 +144,14 @@ def _check(values: dict[str, Any]) -> None:
         )
     if not values["SECRET_KEY"]:
         values["SECRET_KEY"] = secrets.token_hex(32)
+    autoreply.parse_rules(values["MPBOT_RULES"], "MPBOT_RULES", values["MPBOT_REPLY_MAX_BYTES"])
+    if not isinstance(values["MPBOT_MENU"], dict) or not all(
+        isinstance(key, str) and isinstance(reply, str) and reply.strip() for key, reply in values["MPBOT_MENU"].items()
+    ):
+        raise ConfigError(
+            "MPBOT_MENU must map each CLICK button's EventKey to a reply text or a command, "
+            'e.g. {"V1001_HELP": "/help"}'
+        )
     if values["MPBOT_DELIVERY_WAIT"] >= values["MPBOT_WECHAT_TIMEOUT"]:
         raise ConfigError(
             f"MPBOT_DELIVERY_WAIT={values['MPBOT_DELIVERY_WAIT']!r} must be shorter than "
@@ -134,11 +171,11 @@ def _check(values: dict[str, Any]) -> None:
             f'networks ({exc}): e.g. ["127.0.0.1", "::1"] or ["10.0.0.0/8"], as JSON in the environment'
         ) from None
     values["PUBLIC_URL"] = values["PUBLIC_URL"].rstrip("/")
-    fields = {key: "x" for key in values["COMMANDS"]} | {"url": "x", "part": 1, "parts": 2}
+    fields = {key: "x" for key in values["COMMANDS"]} | {name: "x" for name in texts.FIELDS} | {"part": 1, "parts": 2}
     for name, text in values["TEXTS"].items():
         try:
             text.format_map(fields)
-        except (KeyError, ValueError, IndexError) as exc:
+        except (KeyError, ValueError, IndexError, AttributeError, TypeError) as exc:
             raise ConfigError(
                 f"TEXTS[{name!r}] = {text!r} cannot be filled in ({exc!r}): it may use "
                 f"{', '.join('{' + key + '}' for key in fields)}; write a literal brace as {{{{ or }}}}"

@@ -272,4 +272,19 @@ def run_checks(config, from_environment: bool, token_missing: bool = False):
     finally:
         if store is not None:
             store.close()
+    yield check_replies(config)
     yield check_console(config)
+
+
+def check_replies(config):
+    """Who the model answers, and the account's own replies the bot carries."""
+    who = (
+        "every text is answered by the model (MPBOT_ALWAYS_ON)"
+        if config.MPBOT_ALWAYS_ON
+        else "the model answers in a chat started with the start command (MPBOT_ALWAYS_ON off)"
+    )
+    rules, menu = len(config.MPBOT_RULES), len(config.MPBOT_MENU)
+    own = f"{rules} keyword rule(s), {menu} menu key(s)"
+    if not rules:
+        own += "; the console's keyword replies are off in developer mode: `python -m mpbot import-rules` carries them"
+    return INFO, "replies", f"{who}; {own}"

@@ -1,6 +1,8 @@
 """Model output made fit for a WeChat text bubble: no reasoning, no Markdown, no links of its own,
 under the byte limit; and text of any origin made fit for XML."""
 
+import bisect
+import functools
 import re
 
 _THINK = re.compile(r"<think>.*?(</think>|\Z)", re.S | re.I)
@@ -123,18 +125,148 @@ def cut_clean(text: str, max_bytes: int) -> str:
 
 
 def skip_space(text: str, pos: int) -> int:
-    while pos < len(text) and text[pos].isspace():
-        pos += 1
-    return pos
+    """Where the text after a cut at ``pos`` begins: past the blank lines and the spaces that
+    separated it, but not past the indentation of its first line (code keeps its shape)."""
+    end = pos
+    while end < len(text) and text[end].isspace():
+        end += 1
+    if end == len(text):
+        return end
+    run = text[pos:end]
+    if "\n" in run:
+        return pos + run.rindex("\n") + 1
+    return pos if pos == 0 or text[pos - 1] == "\n" else end
 
 
-def paginate(text: str, start: int, max_bytes: int) -> list[tuple[int, int]]:
-    """``text[start:]`` in parts of at most ``max_bytes``, each cut cleanly, as (start, end)
-    spans. Greedy from the front, so paginating from any part's start gives the same later parts."""
+# How much worse a cut is than one between paragraphs, by the boundary it falls on (a line, a
+# sentence, a clause, a word); a cut at no boundary at all is the worst.
+_COSTS = (0, 1, 3, 6, 20)
+_ANYWHERE = 100
+_OPTIONS = 8  # ends of each kind weighed for one part
+# A line a part must not end on: a heading (【…】, as markdown_to_text writes them) or the line
+# that introduces what follows (it ends with a colon).
+_LEAD_IN = re.compile(r"【.*】|.*[：:]")
+
+
+def _lead_in(text: str, end: int) -> bool:
+    """Whether the line that ends at ``end`` is a heading or introduces what follows."""
+    end = _trim(text, end)
+    return bool(_LEAD_IN.fullmatch(text[text.rfind("\n", 0, end) + 1 : end].strip()))
+
+
+def _indenting(text: str, end: int) -> bool:
+    """Whether ``end`` falls inside a line's indentation (a cut there would lose the rest of it)."""
+    line_start = text.rfind("\n", 0, end) + 1
+    return end > line_start and not text[line_start:end].strip()
+
+
+def _cuts(text: str) -> dict[int, int]:
+    """Where a part may end (the position after the boundary), and what it costs there."""
+    cuts: dict[int, int] = {}
+    for cost, boundary in zip(_COSTS, _BOUNDARIES, strict=True):
+        for m in boundary.finditer(text):
+            end = m.end() if cost else m.start()  # a paragraph's part ends before its blank line
+            if 0 < end < len(text) and end not in cuts and not _lead_in(text, end) and not _indenting(text, end):
+                cuts[end] = cost
+    return cuts
+
+
+@functools.lru_cache(maxsize=64)
+def _plan(text: str, budget: int, last_budget: int):
+    """The fewest parts for every start of ``text``: ``solve(start, first)`` returns (parts, cost,
+    end of the first part), ``first`` the budget of that first part. Cached per text, so that each
+    delivery of a long answer does not plan it again."""
+    sizes = [0]
+    for ch in text:
+        sizes.append(sizes[-1] + utf8_len(ch))
+    cuts = _cuts(text)
+    ends = sorted(cuts)
+    by_kind: dict[int, list[int]] = {}
+    for end in ends:
+        by_kind.setdefault(cuts[end], []).append(end)
+    memo: dict[tuple[int, int], tuple[int, int, int]] = {}
+
+    def fits(start: int, end: int, room: int) -> bool:
+        return sizes[_trim(text, end)] - sizes[start] <= room
+
+    def reach(start: int, room: int) -> int:
+        """The furthest end of a part from ``start`` within ``room`` bytes (one character at least)."""
+        lo, hi = start + 1, len(text)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if sizes[mid] - sizes[start] <= room:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+    def solve(start: int, first: int) -> tuple[int, int, int]:
+        key = (start, first)
+        if key in memo:
+            return memo[key]
+        if fits(start, len(text), last_budget - (budget - first)):
+            memo[key] = (1, 0, len(text))
+            return memo[key]
+        furthest = reach(start, first)
+        # The furthest few of each kind: the furthest of all gives the fewest parts (as cutting
+        # greedily would), the others a better boundary at the same count.
+        options: dict[int, list[int]] = {}
+        for kind, of_kind in by_kind.items():
+            lo, hi = bisect.bisect_right(of_kind, start), bisect.bisect_right(of_kind, furthest)
+            while lo < hi and _trim(text, of_kind[lo]) <= start:  # a part holds more than spaces
+                lo += 1
+            if hi > lo:
+                options[kind] = of_kind[max(lo, hi - _OPTIONS) : hi]
+        best = None
+        if options:
+            cheap = min(options)
+            for kind, near in options.items():
+                if kind > max(cheap, _COSTS[3]):  # a word only where nothing better is in reach
+                    continue
+                for end in near:
+                    parts, cost, _ = solve(skip_space(text, end), budget)
+                    option = (parts + 1, cost + kind, -end)
+                    if best is None or option < best:
+                        best = option
+            if best is not None:
+                best = (best[0], best[1], -best[2])
+        if best is None:
+            parts, cost, _ = solve(skip_space(text, furthest), budget)
+            best = (parts + 1, cost + _ANYWHERE, furthest)
+        memo[key] = best
+        return best
+
+    # Bottom up, so that no start recurses further than the next one (only the starts after a
+    # word or no boundary, which are rare, recurse: one level per part).
+    for end in reversed(ends):
+        if cuts[end] <= _COSTS[3]:
+            solve(skip_space(text, end), budget)
+    return solve
+
+
+def _trim(text: str, end: int) -> int:
+    """``end`` moved back over the whitespace before it."""
+    while end > 0 and text[end - 1].isspace():
+        end -= 1
+    return end
+
+
+def paginate(
+    text: str, start: int, max_bytes: int, last_bytes: int | None = None, first_bytes: int | None = None
+) -> list[tuple[int, int]]:
+    """``text[start:]`` in the fewest parts that fit, as (start, end) spans: each part at most
+    ``max_bytes`` (the last ``last_bytes``, the first ``first_bytes``), and among plans with that
+    many parts, the one whose cuts fall on the best boundaries (a paragraph, a line, a sentence, a
+    clause; a word or anywhere only when nothing better is in reach), never after a heading or a
+    line that introduces a list. The plan of each start depends only on the text after it, so
+    paginating from any part's start gives the same later parts."""
+    last_bytes = max_bytes if last_bytes is None else last_bytes
+    first = max_bytes if first_bytes is None else first_bytes
+    solve = _plan(text, max_bytes, last_bytes)
     spans = []
     pos = skip_space(text, start)
     while pos < len(text):
-        head = cut(text[pos:], max_bytes) or text[pos]
-        spans.append((pos, pos + len(head)))
-        pos = skip_space(text, pos + len(head))
+        _, _, end = solve(pos, first)
+        spans.append((pos, _trim(text, end)))
+        pos, first = skip_space(text, end), max_bytes
     return spans

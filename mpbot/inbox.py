@@ -28,7 +28,6 @@ draws them, and the README's diagram is that drawing (a test keeps the two the s
 
 import copy
 import dataclasses
-import functools
 import hashlib
 import json
 from collections.abc import Callable
@@ -36,12 +35,13 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from .formatting import cut_clean, markdown_to_text, paginate, skip_space, utf8_len
+from .formatting import cut_clean, markdown_to_text, no_anchors, paginate, skip_space, utf8_len
 
 if TYPE_CHECKING:  # only its type: answers.py also reads the store
     from .answers import Answer
 
 VERSION = 1
+QUOTE_CHARS = 16  # of a question, quoted before an answer that a later message shows
 
 
 class Status(StrEnum):
@@ -266,12 +266,6 @@ class Rules:
             push_window=config.MPBOT_PUSH_WINDOW,
         )
 
-    @functools.cached_property
-    def part_bytes(self) -> int:
-        """Parts are cut to one size, whatever note a reply carries, so that "(2/3)" means the
-        same in every reply."""
-        return self.max_bytes - max(utf8_len(self.text(f"note_{note}")) for note in Note if note)
-
 
 @dataclass
 class Inbox:
@@ -407,7 +401,8 @@ class Inbox:
             return memo.shown
         if target is None:  # no longer tracked (after /stop): show it from the start
             target = Question(id=reply.target, asked_at=now, status=Status.FINISHED)
-        text, event = self._render(target, answer, reply.note, now, push=push)
+        quoted = msgid != target.id  # fetched by a later message: say which question it answers
+        text, event = self._render(target, answer, reply.note, now, push=push, quoted=quoted)
         self._move(target, event, now)
         memo.shown = text
         return text
@@ -449,7 +444,8 @@ class Inbox:
         that message is sent (``mode`` READ: nothing left of it)."""
         left = self._push_left(now)
         after = copy.copy(question)
-        text, event = self._render(after, answer, Note.NONE, now, more="push_more" if left > 1 else "more")
+        more = "push_more" if left > 1 else "more"
+        text, event = self._render(after, answer, Note.NONE, now, more=more, quoted=True)
         if event == Event.SHOWN_PART:
             # Pushed on while messages are left; past that, 继续 reads on (its message allows more).
             event = Event.PUSHED_PART if left > 1 else Event.PUSHED_TO_LIMIT
@@ -575,49 +571,86 @@ class Inbox:
         return push is not None and bool(push.owner) and now - push.renewed_at < self.rules.lease
 
     def _render(
-        self, question: Question, answer: "Answer", note: Note, now: float, more: str = "more", push: bool = False
+        self,
+        question: Question,
+        answer: "Answer",
+        note: Note,
+        now: float,
+        more: str = "more",
+        push: bool = False,
+        quoted: bool = False,
     ) -> tuple[str, Event]:
         """The next message that shows ``question``'s answer, moving its position on, and the
         event it was for the question's mode. ``more``: the text after a part that is not the
-        last; ``push``: an unfinished answer will be pushed."""
+        last; ``push``: an unfinished answer will be pushed; ``quoted``: the message is not the
+        question's own, so before the first part it names the question."""
         text_of = self.rules.text
         after = self._note(note)
         url = self.rules.link(question.id, now)
+        quote = self._quote(answer.question) if quoted and question.part == 0 else ""
         if answer.failed or answer.state == "gone":
             message = self.rules.error_text(answer.final["kind"]) if answer.failed else text_of("gone")
-            return message + after, Event.SHOWN_WHOLE
+            return quote + message + after, Event.SHOWN_WHOLE
         text = markdown_to_text(answer.text)
         if question.offset and question.digest != _digest(text[: question.offset]):
             # The finished text does not begin with what was shown while it was being written
             # (rare: Markdown that changed meaning as it grew). Start again from the top.
             question.offset = question.part = 0
-        part_bytes = self.rules.part_bytes
+        max_bytes = self.rules.max_bytes
+        label = text_of("answer_label")
         if answer.done:
-            if question.part == 0 and utf8_len(text) + utf8_len(after) <= self.rules.max_bytes:
-                return text + after, Event.SHOWN_WHOLE
-            label = utf8_len(text_of("more", part=99, parts=99, url=url))
-            spans = paginate(text, question.offset, part_bytes - label)
+            start = skip_space(text, question.offset)
+            rest = text[start:]
+            if question.part == 0 and utf8_len(quote + rest + label + after) <= max_bytes:
+                if not rest:
+                    return text_of("answer_end") + after, Event.SHOWN_LAST
+                event = Event.SHOWN_WHOLE if start == 0 else Event.SHOWN_LAST
+                return quote + rest + label + after, event
+            # Only the part shown now carries the question's name and the note: the later parts
+            # (whose count the label states) get every byte the label leaves.
+            more_bytes = utf8_len(text_of("more", part=99, parts=99, url=url))
+            last_bytes = utf8_len(text_of("last_part", part=99, parts=99) + label)
+            spans = paginate(
+                text,
+                question.offset,
+                max_bytes - more_bytes,
+                last_bytes=max_bytes - last_bytes,
+                first_bytes=max_bytes - more_bytes - utf8_len(quote + after),
+            )
             if not spans:  # all of it was shown while it was being written
                 return text_of("answer_end") + after, Event.SHOWN_LAST
             part, parts = question.part + 1, question.part + len(spans)
             start, end = spans[0]
             if len(spans) == 1:
-                return text[start:end] + text_of("last_part", part=part, parts=parts) + after, Event.SHOWN_LAST
+                numbered = text_of("last_part", part=part, parts=parts)
+                return quote + text[start:end] + numbered + label + after, Event.SHOWN_LAST
             question.offset, question.part, question.digest = end, part, _digest(text[:end])
-            return text[start:end] + text_of(more, part=part, parts=parts, url=url) + after, Event.SHOWN_PART
+            numbered = text_of(more, part=part, parts=parts, url=url)
+            return quote + text[start:end] + numbered + after, Event.SHOWN_PART
         queued = answer.state == "queued"
         if push:  # it will come by itself, whole, when it is finished
             question.announced_at = now
             return text_of("fallback_queued_push" if queued else "fallback_push", url=url) + after, Event.SHOWN_LINK
-        # Not finished: what exists so far, then the link.
+        # Not finished: what exists so far, then the link. (Parts are numbered once the answer is
+        # finished: the first numbered part a subscriber reads is （1/N）.)
         start = skip_space(text, question.offset)
         suffix = text_of("partial", url=url)
-        head = cut_clean(text[start:], part_bytes - utf8_len(suffix)) if start < len(text) else ""
+        room = self.rules.max_bytes - utf8_len(suffix + quote + after)
+        head = cut_clean(text[start:], room) if start < len(text) else ""
         if not head:
             return text_of("fallback_queued" if queued else "fallback", url=url) + after, Event.SHOWN_LINK
         end = start + len(head)
-        question.offset, question.part, question.digest = end, question.part + 1, _digest(text[:end])
-        return head + suffix + after, Event.SHOWN_SO_FAR
+        question.offset, question.digest = end, _digest(text[:end])
+        return quote + head + suffix + after, Event.SHOWN_SO_FAR
+
+    def _quote(self, question: str | None) -> str:
+        """The first words of ``question``, as the answer's heading (TEXTS["answer_quote"])."""
+        words = " ".join((question or "").split())
+        if not words:
+            return ""
+        if len(words) > QUOTE_CHARS:
+            words = words[: QUOTE_CHARS - 1].rstrip() + "…"
+        return self.rules.text("answer_quote", question=no_anchors(words))
 
 
 # --- the stored form ----------------------------------------------------------------------------

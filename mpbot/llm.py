@@ -76,7 +76,7 @@ class LLM:
         self.max_tokens = config.MPBOT_MAX_TOKENS or None
         self.timeout = config.MPBOT_LLM_TIMEOUT
         self.retries = config.MPBOT_LLM_RETRIES
-        self.length_note = config.text("cut_by_length")
+        self.length_note = config.text("cut_by_length", tap=False)
         self.client = openai.OpenAI(
             # Local endpoints (Ollama, vLLM) take any key; the client insists on one.
             api_key=config.OPENAI_API_KEY or "unset",

@@ -45,7 +45,7 @@ def markdown_html(text: str) -> str:
 
 def status_text(config, answer: Answer) -> str:
     if answer.failed:
-        return config.error_text(answer.final["kind"])
+        return config.error_text(answer.final["kind"], tap=False)
     return config.text(f"page_{answer.state}")
 
 

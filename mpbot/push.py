@@ -180,6 +180,27 @@ class WeChatAPI:
             raise PushError("unreachable", "WeChat's API answered with something that is not a JSON object", True)
         return payload
 
+    def _get(self, path: str, token: str) -> dict:
+        try:
+            response = self.http.get(self.base + path, params={"access_token": token}, timeout=self.timeout)
+            payload = response.json()
+        except (requests.RequestException, ValueError) as exc:
+            raise PushError("unreachable", f"WeChat's API did not answer ({exc.__class__.__name__})", True) from None
+        if not isinstance(payload, dict):
+            raise PushError("unreachable", "WeChat's API answered with something that is not a JSON object", True)
+        return payload
+
+    def autoreply_info(self) -> dict:
+        """The console's auto-reply rules (``get_current_autoreply_info``)."""
+        path = "/cgi-bin/get_current_autoreply_info"
+        token = self.token()
+        payload = self._get(path, token)
+        if payload.get("errcode") in TOKEN_REFUSED:
+            payload = self._get(path, self.token(refused=token))
+        if payload.get("errcode", 0) != 0:
+            raise _error(payload)
+        return payload
+
     def send_text(self, openid: str, text: str) -> None:
         body = {"touser": openid, "msgtype": "text", "text": {"content": xml_safe(text)}}
         token = self.token()

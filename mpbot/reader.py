@@ -104,8 +104,10 @@ class Reader:
 
     def show(self, openid: str, msgid: str, reply: Reply, final: dict | None = None) -> str:
         """The text for ``msgid``'s delivery (see ``Inbox.show``). ``final``, the answer's final
-        event when the caller has it, carries the whole text: no need to read it."""
-        answer = fold([final]) if final is not None else self.answers.get(reply.target)
+        event when the caller has it, carries the whole text: no need to read it (unless the
+        answer is another message's, whose question the reply names)."""
+        own = final is not None and reply.target == msgid
+        answer = fold([final]) if own else self.answers.get(reply.target)
         try:
             return self._show(openid, msgid, reply, answer, fresh=False)
         except StaleAnswer:

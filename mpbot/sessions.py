@@ -28,6 +28,20 @@ class Sessions:
             self.store.expire(self.keys.history(sid), self.ttl)
         return sid
 
+    def open(self, openid: str) -> str:
+        """The subscriber's session id, a new session if none is going (MPBOT_ALWAYS_ON)."""
+        sid = self.touch(openid)
+        if sid is not None:
+            return sid
+        new = _new_sid()
+        if self.store.set(self.keys.session(openid), new, self.ttl, only_new=True):
+            return new
+        # Another process started one a moment ago: that one.
+        sid = self.touch(openid)
+        if sid is None:
+            self.store.set(self.keys.session(openid), new, self.ttl)
+        return sid or new
+
     def start(self, openid: str) -> bool:
         """Start a session; False when one is already going (it is renewed)."""
         if self.store.set(self.keys.session(openid), _new_sid(), self.ttl, only_new=True):

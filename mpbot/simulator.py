@@ -33,8 +33,14 @@ def _sha1(*parts: str) -> str:
 
 
 def as_seen(text: str) -> str:
-    """A reply as a terminal can show it: links as ``label (URL)``."""
-    return _LINK.sub(lambda m: f"{m.group(2)} ({m.group(1)})", text)
+    """A reply as a terminal can show it: links as ``label (URL)``, and a tap that sends a
+    message (``weixin://bizmsgmenu``) as its label: in a terminal, type it."""
+
+    def shown(m: re.Match) -> str:
+        url, label = m.group(1), m.group(2)
+        return label if url.startswith("weixin://bizmsgmenu") else f"{label} ({url})"
+
+    return _LINK.sub(shown, text)
 
 
 def _xml(text: str) -> ET.Element:

@@ -135,9 +135,12 @@ def create_app(overrides=None) -> Bottle:
             log.error("replay check: store unreachable: %s", exc)
             if incoming is None:  # the console's URL check: it says the check failed; try again
                 return HTTPResponse(status=503, body="store unreachable\n", headers=TEXT)
+            if incoming.message is None:
+                return HTTPResponse(body=render(incoming, None), headers={"Content-Type": XML})
             apology = text_reply(incoming.message, config.text("store_down"))
             return HTTPResponse(body=render(incoming, apology), headers={"Content-Type": XML})
-        body = render(incoming, services.bot.reply(incoming.message))
+        reply = None if incoming.message is None else services.bot.reply(incoming.message)
+        body = render(incoming, reply)
         return HTTPResponse(body=body, headers={"Content-Type": XML})
 
     def once(signature: str, what: str) -> None:
@@ -176,6 +179,7 @@ def create_app(overrides=None) -> Bottle:
 
     # The pages' texts, with the command names filled in (TEXTS["page_next"] names 继续).
     texts = {name: config.text(name) for name in config.TEXTS if name.startswith("page_")}
+    texts["ai_label"] = config.text("ai_label", tap=False)  # the rules on AI content: on every answer page
 
     def render_page(template: str, script_nonce: str = "", **context) -> str:
         # ``root``: the app's root relative to the page, so that it works under a proxy's sub-path.

@@ -5,12 +5,15 @@ before a handler sees it; WeRoBot does the parsing into message objects and the 
 """
 
 import hmac
+import logging
 import re
 import time
 from dataclasses import dataclass
 
 import werobot.replies
 from werobot.crypto import MessageCrypt
+from werobot.messages.events import UnknownEvent
+from werobot.messages.messages import UnknownMessage
 from werobot.parser import parse_xml, process_message
 from werobot.utils import get_signature
 
@@ -18,11 +21,17 @@ from .errors import BadRequest, Forbidden
 from .formatting import xml_safe
 from .guard import digest, well_formed
 
+log = logging.getLogger(__name__)
+
 MAX_BODY = 64 * 1024
+# The message types a subscriber sends, each with a MsgId (``file`` comes from the desktop
+# client). Other types, and every event, are WeChat telling the account something: no MsgId.
+MESSAGE_TYPES = ("text", "image", "voice", "video", "shortvideo", "location", "link", "file")
 # WeChat never sends a DTD; refusing one before parsing rules out entity expansion and XXE.
 _DTD = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.I)
 _NUMBER = re.compile(r"^[0-9]{1,20}$")
 _REQUIRED = ("ToUserName", "FromUserName", "CreateTime", "MsgType")
+_CASED = (*_REQUIRED, "Event", "EventKey")
 
 
 def signature_ok(token: str, timestamp: str, nonce: str, signature: str, *extra: str) -> bool:
@@ -70,7 +79,7 @@ def _parse(body: bytes) -> dict:
 
 @dataclass
 class Incoming:
-    message: object  # a werobot.messages message or event
+    message: object | None  # a werobot.messages message or event; None: nothing to answer
     crypt: MessageCrypt | None  # set when the reply must be encrypted
     digest: str  # of the message's fields (decrypted): the same for each delivery of one message
 
@@ -102,27 +111,44 @@ def parse_request(body: bytes, query, crypto: Crypto | None) -> Incoming:
         fields = _parse(xml)
     elif crypto is not None:
         raise Forbidden(PLAINTEXT_REFUSED, reason="plaintext")
-    for name in _REQUIRED:
-        if not isinstance(fields.get(name), str) or not fields[name]:
-            raise BadRequest(f"missing field {name}")
+    for name in _CASED:  # <toUserName> in some captures: read as WeChat's own <ToUserName>
+        lower = name[0].lower() + name[1:]
+        if lower in fields:
+            fields.setdefault(name, fields[lower])
+    missing = [name for name in _REQUIRED if not isinstance(fields.get(name), str) or not fields[name]]
+    if missing:
+        # Signed, but not a message this bot can read or answer: WeChat gets "success" (a 4xx
+        # would show the subscriber WeChat's error), the admin one log line.
+        log.warning("a signed message without %s: answered success", ", ".join(missing))
+        return Incoming(None, crypt, digest(fields))
     if not _NUMBER.match(fields["CreateTime"]):
         raise BadRequest("malformed field CreateTime")
     if not well_formed("openid", fields["FromUserName"]):
         raise BadRequest("malformed field FromUserName")
     kind = fields["MsgType"].lower()
-    if kind == "event":
-        if not isinstance(fields.get("Event"), str):
-            raise BadRequest("missing field Event")
-    elif not isinstance(fields.get("MsgId"), str) or not _NUMBER.match(fields["MsgId"]):
+    if kind in MESSAGE_TYPES and (not isinstance(fields.get("MsgId"), str) or not _NUMBER.match(fields["MsgId"])):
         raise BadRequest("missing or malformed field MsgId")
     if kind == "text" and not isinstance(fields.get("Content"), str):
-        raise BadRequest("missing field Content")
-    fields_digest = digest(fields)
+        fields["Content"] = ""  # <Content/>: an empty text, as WeChat would never send but must not break on
+    return Incoming(read_message(fields), crypt, digest(fields))
+
+
+def read_message(fields: dict):
+    """WeRoBot's message or event object for ``fields``. What WeRoBot's parser cannot read (a
+    ``pic_*`` event whose SendPicsInfo Count does not match its items, or with an empty PicList;
+    an Event that is not text) is kept as an unknown message or event of the same ``type``, and
+    logged: WeChat signed it, so it gets a 200 like any message the bot has no answer for."""
     try:
-        message = process_message(fields)
+        return process_message(dict(fields))
     except Exception as exc:
-        raise BadRequest(f"unreadable message: {exc.__class__.__name__}") from None
-    return Incoming(message, crypt, fields_digest)
+        kind = str(fields.get("MsgType", "")).lower()
+        event = fields.get("Event") if kind == "event" else None
+        name = f"{event if isinstance(event, str) else 'unknown'}".lower() + "_event" if kind == "event" else kind
+        log.warning(
+            "WeRoBot cannot read a %s message (%s: %s): taken as one with no reply", name, exc.__class__.__name__, exc
+        )
+        plain = {key: value for key, value in fields.items() if key not in ("MsgType", "Event")}
+        return (UnknownEvent if kind == "event" else UnknownMessage)({**plain, "type": name, "logged": True})
 
 
 def _msg_signature(query) -> str:
@@ -146,8 +172,16 @@ def text_reply(message, content: str) -> werobot.replies.TextReply:
     )
 
 
+# A reply that says "handled, nothing to say": WeChat shows nothing and stops retrying. WeChat's
+# docs name this word (or an empty body); it is sent as it is, in safe mode too.
+SUCCESS = "success"
+
+
 def render(incoming: Incoming, reply) -> str:
-    """The response body: reply XML, encrypted when the request was; ``""`` for no reply."""
+    """The response body: reply XML, encrypted when the request was; ``success`` for SUCCESS,
+    ``""`` for None (a delivery WeChat has given up on)."""
+    if reply is SUCCESS or incoming.message is None:
+        return SUCCESS
     if reply is None:
         return ""
     xml = reply.render()

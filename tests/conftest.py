@@ -33,6 +33,7 @@ SHARED = {
     "MPBOT_LLM_RETRIES": 1,
     "MPBOT_CONTEXT_CHARS": 200,
     "PUBLIC_URL": "https://bot.example.com",
+    "MPBOT_RULES_FILE": "",  # not a rules.json an admin left in the checkout
 }
 SHARED_PREFIX = "mpbot"  # MPBOT_KEY_PREFIX's default: the tests' keys, deleted after each test
 FAST = {"MPBOT_WECHAT_TIMEOUT": 1.0, "MPBOT_DELIVERY_WAIT": 0.8}

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import socket
 import struct
 import threading
@@ -227,9 +228,11 @@ class FakeWeChatAPI:
     tokens: dict[str, float] = field(default_factory=dict)  # token -> expires at (time.monotonic())
     current: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    autoreply: dict | None = None  # what GET /cgi-bin/get_current_autoreply_info answers
 
     def reset(self) -> None:
         with self.lock:
+            self.autoreply = None
             self.expires_in, self.token_latency, self.token_error, self.down = 7200, 0.0, None, False
             self.refuse.clear()
             self.messages.clear()
@@ -322,8 +325,28 @@ class FakeWeChatAPI:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def do_GET(self):
+                path, _, query = self.path.partition("?")
+                params = dict(pair.split("=", 1) for pair in query.split("&") if "=" in pair)
+                if path == "/cgi-bin/get_current_autoreply_info":
+                    payload = fake._autoreply(params.get("access_token", ""))
+                else:
+                    payload = {"errcode": 404, "errmsg": "no such API in the fake"}
+                data = json.dumps(payload, ensure_ascii=False).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
         self.server = _listen(Handler)
         return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def _autoreply(self, token: str) -> dict:
+        with self.lock:
+            if token not in self.tokens:
+                return {"errcode": 40001, "errmsg": "invalid credential, access_token is invalid or not latest"}
+            return self.autoreply if self.autoreply is not None else {"errcode": 48001, "errmsg": "api unauthorized"}
 
 
 # --- the app over real HTTP -----------------------------------------------------------------
@@ -464,3 +487,19 @@ class WeChat:
         log = self.deliver(text_xml(content, self.new_msgid(), openid), safe=safe)
         assert log[-1].status == 200, log
         return self.reply_text(log[-1].body, safe=safe)
+
+
+# --- reading replies ----------------------------------------------------------------------------
+
+
+def link_in(reply: str) -> str:
+    """The first page link in a reply (not a tap that sends a message)."""
+    match = re.search(r'href="(https?://[^"]+)"', reply)
+    assert match, f"no link in {reply!r}"
+    return match.group(1)
+
+
+def body_of(reply: str) -> str:
+    """A part of an answer without its label and link, and without the question it names first
+    when a later message (or a push) shows it."""
+    return re.sub(r"^关于「[^」]*」：\n\n", "", reply.rsplit("\n\n（", 1)[0])

@@ -279,7 +279,8 @@ class Conversation:
             earlier.append(seen)
             return
         if seen.part is not None:
-            assert seen.part == len([s for s in earlier if s.body is not None]) + 1, (
+            # Numbered from （1/N）: the text shown while the answer was being written is not a part.
+            assert seen.part == len([s for s in earlier if s.part is not None]) + 1, (
                 f"part {seen.part} of {target} after {len(earlier)} parts: the numbering shifted"
             )
             numbered = [s.parts for s in earlier if s.parts is not None]
@@ -296,6 +297,10 @@ class Conversation:
             suffix = self.text(f"note_{note}")
             assert text.endswith(suffix), "the note is missing"
             text = text[: -len(suffix)]
+        asked = self.messages[target].question if target in self.messages else None
+        quote = self.text("answer_quote", question=asked[:15]) if asked else None
+        if quote and text.startswith(quote[:-3]):  # an answer fetched later names its question
+            text = text[text.index("：\n\n") + 3 :]
         failures = {self.rules.error_text(kind) for kind in ("internal", "timeout", "cancelled")}
         if text in failures or text == self.text("gone"):
             return Seen(target, None, last=True, failed=True)

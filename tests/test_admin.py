@@ -196,7 +196,7 @@ def test_metrics_count_a_fast_and_a_slow_message(bot, fake_llm, mode, worker_env
     fallback = bot.say("慢")
     assert "回答还在生成中" in fallback
     time.sleep(0.8)  # the slow one is done by now
-    assert bot.say("继续") == "答：慢"
+    assert bot.say("继续") == "关于「慢」：\n\n答：慢"
     assert "回答出错" in bot.say("坏")
     link = fallback.split('href="')[1].split('"')[0].replace("https://bot.example.com", bot.url)
     assert requests.get(link, timeout=5).status_code == 200

@@ -96,7 +96,7 @@ def test_retries_back_off_and_a_late_answer_still_reaches_the_chat(make_bot, fak
     fake_llm.rules["很不稳定"] = Rule(status=503, failures=3)
     assert "回答还在生成中" in wechat.say("很不稳定")  # 0.5 + 1 + 2 s of backoff: past the window
     time.sleep(1.5)
-    assert wechat.say("继续") == "答：很不稳定"
+    assert wechat.say("继续") == "关于「很不稳定」：\n\n答：很不稳定"
     starts = [entry[1] for entry in fake_llm.timeline if entry[0] == "很不稳定"]
     gaps = [later - earlier for earlier, later in zip(starts, starts[1:], strict=False)]
     assert len(starts) == 4

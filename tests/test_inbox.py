@@ -20,6 +20,7 @@ from inbox_model import DELIVERIES, SID, Conversation, Seen, answer_text, make_r
 from mpbot import inbox as machine
 from mpbot.answers import fold
 from mpbot.inbox import Mode, Start, Status, dump, load
+from mpbot.simulator import as_seen
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "data", "reader-v0.json")
 LONG = answer_text(150)  # about 4 KB: three parts
@@ -61,7 +62,7 @@ def test_every_delivery_of_a_message_says_the_same_and_reading_moves_on_once():
     c = conversation()
     m = c.ask("讲长一点", LONG)
     c.end(m.msgid)
-    assert re.search(r"（1/3）发送「继续」看下一段", m.texts[0])
+    assert re.search(r"（1/3）发送「继续」看下一段", as_seen(m.texts[0]))
     c.redeliver(m)  # WeChat lost the reply and delivered again
     assert m.texts == [m.texts[0]] * 2
     assert c.inbox().find(m.msgid).part == 1
@@ -83,7 +84,24 @@ def test_the_last_delivery_shows_the_text_so_far_and_continue_reads_on_from_ther
     assert "还在生成中" in tail
     assert c.inbox().find(m.msgid).mode == Mode.FALLBACK
     c.end(m.msgid)
-    assert c.next().texts[0].endswith("（2/2 完）")
+    rest = c.next().texts[0]
+    assert rest.startswith(c.text("answer_quote", question="慢慢说")), "a later message names the question"
+    assert not re.search(r"（\d+/\d+", rest), "the rest fits in one message: no numbering"
+    assert c.read_whole(m.msgid)
+
+
+def test_parts_are_numbered_from_one_also_when_the_first_text_came_late():
+    c = conversation()
+    m = c.ask("慢慢说", answer_text(400))
+    c.grow(m.msgid, 150)
+    c.wait(15)
+    assert "还在生成中" in m.texts[0]
+    c.end(m.msgid)
+    first = as_seen(c.next().texts[0])
+    parts = int(re.search(r"（1/(\d+)）发送「继续」看下一段", first).group(1))
+    for part in range(2, parts):
+        assert f"（{part}/{parts}）" in c.next().texts[0]
+    assert c.next().texts[0].endswith(f"（{parts}/{parts} 完）")
     assert c.read_whole(m.msgid)
 
 
@@ -93,7 +111,7 @@ def test_two_messages_waiting_for_one_answer_do_not_show_it_twice():
     c.wait(15)  # the link
     first, second = c.next(), c.next()  # 继续, twice, while it is being written
     c.end(m.msgid)
-    assert first.texts == ["难题的答案。"]
+    assert first.texts == [c.text("answer_quote", question="难题") + "难题的答案。"]
     assert second.texts == [c.text("answer_end")]
 
 
@@ -116,9 +134,9 @@ def test_the_next_message_shows_an_answer_that_missed_its_window_then_its_own_co
     c.wait(25)  # the link, and then some
     c.end(slow.msgid)
     new = c.ask("新问题", "新答案。")
-    assert new.texts[0] == "难题的答案。" + c.text("note_queued")
+    assert new.texts[0] == c.text("answer_quote", question="难题") + "难题的答案。" + c.text("note_queued")
     c.end(new.msgid)
-    assert c.next().texts[0] == "新答案。"
+    assert c.next().texts[0] == c.text("answer_quote", question="新问题") + "新答案。"
 
 
 def test_outside_a_session_a_question_gets_the_hint_and_no_model_call():
@@ -229,7 +247,7 @@ def test_the_fifth_pushed_message_says_continue_and_continue_reads_on():
     m = late(c, "讲长一点", LONG)
     while c.couriers:
         c.push_step(c.couriers[0])
-    assert len(c.pushed) == 2 and "发送「继续」看下一段" in c.pushed[1]
+    assert len(c.pushed) == 2 and "发送「继续」看下一段" in as_seen(c.pushed[1])
     assert c.inbox().find(m.msgid).mode == Mode.READING
     assert c.next().texts[0].endswith("（3/3 完）")
 
@@ -240,7 +258,7 @@ def test_a_lapsed_lease_lets_the_next_message_fetch_the_answer():
     owner = c.couriers.pop()  # its process died holding the lease
     assert c.next().texts[0] == c.text("nothing_more"), "the answer is on its way: not shown twice"
     c.now += c.rules.lease
-    assert c.next().texts[0] == "答案。"
+    assert c.next().texts[0] == c.text("answer_quote", question="问题") + "答案。"
     assert c.inbox().finish(m.msgid, c.now, owner) == []
 
 
@@ -252,7 +270,7 @@ def test_a_refused_push_gives_the_lease_back_and_the_answer_waits_for_the_next_m
     assert c.pushed == [] and c.inbox().push.owner is None
     assert c.inbox().push.sent == c.rules.push_per_message, "no more until the subscriber writes"
     c.push_fails = None
-    assert c.next().texts[0] == "答案。"
+    assert c.next().texts[0] == c.text("answer_quote", question="问题") + "答案。"
 
 
 # --- random conversations ----------------------------------------------------------------------
@@ -426,7 +444,7 @@ def resume(case: str, push: bool = False) -> Conversation:
         c.planned[msgid] = answer.text
     for q in c.inbox().questions:  # what the previous release had shown of each, as the model counts it
         text = c.planned[q.id]
-        c.seen[q.id] = [Seen(q.id, text[: q.offset] if n == 0 else "") for n in range(q.part)]
+        c.seen[q.id] = [Seen(q.id, text[: q.offset] if n == 0 else "", part=n + 1) for n in range(q.part)]
     return c
 
 

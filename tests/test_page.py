@@ -8,7 +8,7 @@ import time
 import pytest
 import requests
 
-from fakes import Rule, text_xml
+from fakes import Rule, link_in, text_xml
 
 SENTENCES = "".join(f"第{i}句话说完了。" for i in range(1, 21))
 
@@ -21,10 +21,6 @@ def local(wechat, url: str) -> str:
     """A link from a reply, pointed at the app under test."""
     assert url.startswith("https://bot.example.com/"), url
     return wechat.url + url.removeprefix("https://bot.example.com")
-
-
-def link_in(reply: str) -> str:
-    return reply.split('href="')[1].split('"')[0]
 
 
 def slow_answer(wechat, fake_llm, question: str, **rule) -> str:

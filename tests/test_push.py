@@ -17,8 +17,9 @@ import redis
 from test_admin import metrics, mpbot
 
 from conftest import FAST, ROOT, SHARED, SHARED_PREFIX, TOKEN, run_workers
-from fakes import FakeWeChatAPI, Rule
+from fakes import FakeWeChatAPI, Rule, body_of, link_in
 from mpbot.keys import Keys
+from mpbot.simulator import as_seen
 
 # Every test here waits for late answers (3.2 s) or starts processes.
 pytestmark = pytest.mark.slow
@@ -35,14 +36,6 @@ OLD_FALLBACK = "回答还在生成中，<a href="
 PARAGRAPHS = [f"第{i}段。" + "这一段讲一个要点，" * 10 + "讲完了。" for i in range(1, 36)]
 LONG = "\n\n".join(PARAGRAPHS[:15])  # three parts
 LONGER = "\n\n".join(PARAGRAPHS)  # six parts
-
-
-def body_of(text: str) -> str:
-    return text.rsplit("\n\n（", 1)[0]
-
-
-def link_in(reply: str) -> str:
-    return reply.split('href="')[1].split('"')[0]
 
 
 def in_session(wechat, openid="user-1"):
@@ -154,7 +147,7 @@ def test_late_answers_to_two_questions_arrive_in_the_order_asked(push_bot, fake_
         thread.join()
     assert replies["第一问"].startswith(COMING)
     assert replies["第二问"].startswith("上一个问题还在回答中，这个问题排在它后面，回答好后会直接发到这里。")
-    assert wechat_api.wait_texts("user-1", 2) == ["一", "二"]
+    assert wechat_api.wait_texts("user-1", 2) == ["关于「第一问」：\n\n一", "关于「第二问」：\n\n二"]
     assert bot.say(CONTINUE) == NOTHING_MORE
 
 
@@ -175,7 +168,7 @@ def test_a_pushed_answer_carries_no_character_xml_cannot_and_no_link_the_model_w
     fake_llm.rules["慢一点"] = Rule(latency=LATE, content=evil)
     assert bot.say("慢一点").startswith(COMING)
     (text,) = wechat_api.wait_texts("user-1", 1)
-    assert text.startswith("晚到的回答。点此领奖 (http://evil.example)"), text
+    assert text.startswith("关于「慢一点」：\n\n晚到的回答。点此领奖 (http://evil.example)"), text
     assert "<a" not in text and not set("\x00\x1b\ufffe\udfff") & set(text)
     assert fake_llm.calls_for("慢一点") == 1
 
@@ -189,7 +182,7 @@ def test_without_push_nothing_calls_wechat_and_late_answers_wait_as_before(make_
     fake_llm.rules["慢问题"] = Rule(latency=LATE)
     assert bot.say("慢问题").startswith(OLD_FALLBACK)
     time.sleep(LATE - 2.8 + 0.5)
-    assert bot.say(CONTINUE) == "答：慢问题"
+    assert bot.say(CONTINUE) == "关于「慢问题」：\n\n答：慢问题"
     assert (fake.fetches, fake.sends) == (0, 0)
 
 
@@ -224,7 +217,7 @@ def test_a_push_that_fails_leaves_the_answer_to_the_next_message(
     assert bot.say("第一个慢问题").startswith(COMING)
     time.sleep(max(0.0, asked + LATE + AFTER_REPLY + 0.6 - time.monotonic()))  # the push was tried
     assert wechat_api.texts("user-1") == []
-    assert bot.say(CONTINUE) == "答：第一个慢问题", "the next message fetches it"
+    assert bot.say(CONTINUE) == "关于「第一个慢问题」：\n\n答：第一个慢问题", "the next message fetches it"
     asked = time.monotonic()
     second = bot.say("第二个慢问题")
     if whole_account:
@@ -232,7 +225,7 @@ def test_a_push_that_fails_leaves_the_answer_to_the_next_message(
     else:
         assert second.startswith(COMING), "a failure for one subscriber does not pause the account"
     time.sleep(max(0.0, asked + LATE + AFTER_REPLY + 0.6 - time.monotonic()))
-    assert bot.say(CONTINUE) == "答：第二个慢问题"
+    assert bot.say(CONTINUE) == "关于「第二个慢问题」：\n\n答：第二个慢问题"
     assert wechat_api.texts("user-1") == []
     assert push_bot.logs.text().count(f"push failed ({reason})") == 1, "logged once, not per message"
     # Counted every time: paused, the account's second answer was not even tried.
@@ -250,14 +243,17 @@ def test_a_token_that_stops_working_is_replaced_once_and_the_push_goes_through(p
     for question in ("慢问题一", "慢问题二"):
         fake_llm.rules[question] = Rule(latency=LATE)
     assert bot.say("慢问题一").startswith(COMING)
-    assert wechat_api.wait_texts("user-1", 1) == ["答：慢问题一"]
+    assert wechat_api.wait_texts("user-1", 1) == ["关于「慢问题一」：\n\n答：慢问题一"]
     assert wechat_api.fetches == 1
     if how == "expired":
         wechat_api.expire_tokens()  # 42001
     else:
         wechat_api.revoke_tokens()  # 40001, as after a forced refresh elsewhere
     assert bot.say("慢问题二").startswith(COMING)
-    assert wechat_api.wait_texts("user-1", 2) == ["答：慢问题一", "答：慢问题二"]
+    assert wechat_api.wait_texts("user-1", 2) == [
+        "关于「慢问题一」：\n\n答：慢问题一",
+        "关于「慢问题二」：\n\n答：慢问题二",
+    ]
     assert wechat_api.fetches == 2, "one new token"
     assert wechat_api.sends == 3, "the refused message was sent once more, not more"
 
@@ -271,7 +267,7 @@ def test_five_messages_per_subscriber_message_then_continue_reads_on(push_bot, f
     time.sleep(0.5)
     assert len(wechat_api.texts("user-1")) == 5, "WeChat allows five after a message"
     assert [text.rsplit("\n\n（", 1)[1][:3] for text in texts] == ["1/6", "2/6", "3/6", "4/6", "5/6"]
-    assert "（5/6）发送「继续」看下一段" in texts[4], "the last one says how to read on"
+    assert "（5/6）发送「继续」看下一段" in as_seen(texts[4]), "the last one says how to read on"
     sixth = bot.say(CONTINUE)
     assert sixth.endswith("（6/6 完）")
     assert "\n\n".join(body_of(text) for text in [*texts, sixth]) == LONGER
@@ -283,7 +279,7 @@ def test_a_late_failure_is_pushed_too(push_bot, fake_llm, wechat_api):
     fake_llm.rules["会失败"] = Rule(latency=LATE, status=400)
     assert bot.say("会失败").startswith(COMING)
     texts = wechat_api.wait_texts("user-1", 1)
-    assert len(texts) == 1 and texts[0].startswith("抱歉"), texts
+    assert len(texts) == 1 and texts[0].startswith("关于「会失败」：\n\n抱歉"), texts
     assert bot.say(CONTINUE) == NOTHING_MORE
 
 

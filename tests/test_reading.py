@@ -1,12 +1,14 @@
 """Every answer is read whole in the chat: in parts with 继续, from what exists so far on the last
 delivery, and by the next message after a fallback; and no question is dropped on the way."""
 
+import re
 import threading
 import time
 
 import pytest
 
-from fakes import Rule, text_xml
+from fakes import Rule, body_of, link_in, text_xml
+from mpbot.simulator import as_seen
 
 CONTINUE = "继续"
 NOTHING_MORE = "没有需要继续看的回答了，请直接发送问题。"
@@ -16,15 +18,6 @@ LONG = "\n\n".join(PARAGRAPHS)
 
 def in_session(wechat, openid="user-1"):
     assert "对话已开始" in wechat.say("/chatgpt", openid)
-
-
-def body_of(reply: str) -> str:
-    """A part without its label and link."""
-    return reply.rsplit("\n\n（", 1)[0]
-
-
-def link_in(reply: str) -> str:
-    return reply.split('href="')[1].split('"')[0]
 
 
 def say_later(wechat, delay: float, content: str, results: dict, openid="user-1") -> threading.Thread:
@@ -42,7 +35,8 @@ def test_continue_reads_a_long_answer_in_numbered_parts(bot, fake_llm):
     fake_llm.rules["讲长一点"] = Rule(content=LONG)
     replies = [bot.say("讲长一点"), bot.say(CONTINUE), bot.say(CONTINUE)]
     assert all(len(reply.encode()) <= 2047 for reply in replies)
-    assert "（1/3）发送「继续」看下一段" in replies[0] and "（2/3）发送「继续」看下一段" in replies[1]
+    seen = [as_seen(reply) for reply in replies]
+    assert "（1/3）发送「继续」看下一段" in seen[0] and "（2/3）发送「继续」看下一段" in seen[1]
     assert replies[2].endswith("（3/3 完）")
     assert link_in(replies[0]).startswith("https://bot.example.com/answer/")
     # Cut at paragraph ends, nothing lost, nothing repeated.
@@ -86,7 +80,8 @@ def test_last_delivery_carries_the_text_so_far_and_continue_gives_the_rest(bot, 
     assert "还在生成中" in tail and link_in(tail).startswith("https://bot.example.com/answer/")
     time.sleep(2.0)  # the answer finishes
     rest = bot.say(CONTINUE)
-    assert rest.endswith("（2/2 完）")
+    assert rest.startswith("关于「慢慢说」："), "a later message names the question first"
+    assert not re.search(r"（\d+/\d+", rest), "the rest fits in one message: not numbered"
     assert head + body_of(rest) == sentences
     assert fake_llm.calls_for("慢慢说") == 1
 
@@ -99,9 +94,9 @@ def test_next_message_after_a_fallback_delivers_the_answer_and_its_question_is_a
     assert "回答还在生成中" in fallback and "难题的答案" not in fallback
     time.sleep(0.8)  # the answer is done now
     reply = bot.say("新问题")
-    assert reply.startswith("难题的答案。")
+    assert reply.startswith("关于「难题」：\n\n难题的答案。"), "it names the question it answers"
     assert "你刚发的问题已收到" in reply
-    assert bot.say(CONTINUE) == "答：新问题"
+    assert bot.say(CONTINUE) == "关于「新问题」：\n\n答：新问题"
     assert bot.say(CONTINUE) == NOTHING_MORE
     assert [call["messages"][-1]["content"] for call in fake_llm.calls] == ["难题", "新问题"]
     # The second question was asked with the first one's answer as context.
@@ -116,8 +111,8 @@ def test_any_message_fetches_the_answer_even_after_the_session_expired(make_bot,
     assert "回答还在生成中" in wechat.say("难题")
     time.sleep(1.0)
     reply = wechat.say("在吗")
-    assert reply.startswith("难题的答案。")
-    assert "发送 /chatgpt 开始新的对话" in reply
+    assert reply.startswith("关于「难题」：\n\n难题的答案。")
+    assert "发送 /chatgpt 开始新的对话" in as_seen(reply)
     assert fake_llm.calls_for("在吗") == 0
 
 
@@ -133,7 +128,7 @@ def test_a_picture_after_a_fallback_fetches_the_answer_too(bot, fake_llm):
         "<PicUrl><![CDATA[http://example.com/p.jpg]]></PicUrl><MediaId><![CDATA[m]]></MediaId>"
         f"<MsgId>{bot.new_msgid()}</MsgId></xml>"
     ).encode()
-    assert bot.reply_text(bot.post(image).text) == "难题的答案。"
+    assert bot.reply_text(bot.post(image).text) == "关于「难题」：\n\n难题的答案。"
     assert "文字" in bot.reply_text(bot.post(image.replace(b"<MsgId>", b"<MsgId>9")).text)
 
 
@@ -164,8 +159,8 @@ def test_a_waiting_question_says_so_and_both_answers_are_read_in_order(bot, fake
     assert "回答还在生成中" in results["第一问"]
     assert "排在它后面" in results["第二问"]
     time.sleep(1.0)
-    assert bot.say(CONTINUE) == "一"
-    assert bot.say(CONTINUE) == "二"
+    assert bot.say(CONTINUE) == "关于「第一问」：\n\n一"
+    assert bot.say(CONTINUE) == "关于「第二问」：\n\n二"
 
 
 @pytest.mark.slow

@@ -3,6 +3,8 @@
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fakes import Rule
 from mpbot.formatting import cut, cut_clean, markdown_to_text, paginate, strip_think, utf8_len
@@ -120,3 +122,46 @@ def test_text_still_being_written_is_cut_at_its_last_sentence_end():
     assert cut_clean("第一句。第二句。第三", 100) == "第一句。第二句。"
     assert cut_clean("段一。\n\n段二第一句。段二", 100) == "段一。\n\n段二第一句。"
     assert cut_clean("没有句号的开头", 100) == "没有句号的开头"
+
+
+LINES = st.sampled_from(
+    [
+        "这是一句话。",
+        "短句，",
+        "【标题】",
+        "步骤如下：",
+        "1. 第一步",
+        "    indented_code(1)",
+        "word " * 7,
+        "",
+        "长" * 40,
+    ]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(LINES, min_size=1, max_size=120), st.integers(60, 400), st.integers(0, 40), st.integers(0, 40))
+def test_parts_fit_lose_nothing_and_are_the_same_from_any_part(lines, budget, less_first, more_last):
+    text = "\n".join(lines)
+    first, last = budget - less_first, budget + more_last
+    spans = paginate(text, 0, budget, last_bytes=last, first_bytes=first)
+    for k, (start, end) in enumerate(spans):
+        room = last if k == len(spans) - 1 else budget
+        room -= (budget - first) if k == 0 else 0
+        assert utf8_len(text[start:end]) <= room, (k, text[start:end])
+        if k:
+            assert paginate(text, start, budget, last_bytes=last) == spans[k:], "a later part's plan is its own"
+    assert "".join("".join(text[s:e].split()) for s, e in spans) == "".join(text.split()), "nothing lost"
+    for start, _end in spans:  # a part that begins a line begins with its indentation
+        line_start = text.rfind("\n", 0, start) + 1
+        assert start == line_start or text[line_start:start].strip(), "indentation dropped"
+
+
+def test_a_part_never_ends_on_a_heading_or_the_line_before_a_list():
+    text = "\n".join(
+        ["【第一部分】", "内容。" * 10, "步骤如下：", "1. 做这个", "2. 做那个", "【第二部分】", "内容。" * 10]
+    )
+    for budget in range(60, 200, 7):
+        for start, end in paginate(text, 0, budget)[:-1]:
+            last_line = text[start:end].rsplit("\n", 1)[-1]
+            assert not last_line.startswith("【") and not last_line.endswith("："), (budget, last_line)

@@ -14,7 +14,7 @@ import redis
 import requests
 
 from conftest import FAST, SHARED, SHARED_PREFIX, TOKEN
-from fakes import Rule, WeChat, aes_encrypt, free_port, serve, sha1_signature, text_xml
+from fakes import Rule, WeChat, aes_encrypt, free_port, link_in, serve, sha1_signature, text_xml
 from mpbot.keys import Keys
 from mpbot.web import create_app
 
@@ -29,10 +29,6 @@ UNCARRIABLE = "\x00\x01\x08\x0b\x0c\x1b\x1f\ufffe\uffff\udfff\ud800"
 
 def in_session(wechat, openid="user-1"):
     assert STARTED in wechat.say("/chatgpt", openid=openid)
-
-
-def link_in(reply: str) -> str:
-    return re.search(r'href="([^"]+)"', reply).group(1)
 
 
 # --- 1. plaintext on an account that encrypts ---------------------------------------------------
@@ -204,7 +200,7 @@ def test_a_late_answer_with_bad_characters_is_read_in_the_chat_and_on_the_page(m
     time.sleep(1.0)
     page = requests.get(url, timeout=5)
     assert page.status_code == 200 and "慢的回答完" in page.text
-    assert wechat.say("继续") == "慢的回答完"
+    assert wechat.say("继续") == "关于「慢一点」：\n\n慢的回答完"
 
 
 def test_model_text_is_cleaned_for_the_chat():
@@ -448,5 +444,5 @@ def test_a_subscriber_with_nothing_pending_is_kept_no_longer_than_a_session(make
     wechat.say("慢问题")  # the link: an answer the subscriber has not read
     assert client.pttl(key) / 1000 > 24 * 3600, "an unread answer is kept as long as answers are"
     time.sleep(1.0)
-    assert wechat.say("继续") == "答：慢问题"
+    assert wechat.say("继续") == "关于「慢问题」：\n\n答：慢问题"
     assert client.pttl(key) / 1000 <= 300
