@@ -272,6 +272,8 @@ TEXTS = {
     "unsupported": "暂时只能理解文字和语音消息，请用文字描述你的问题。",
     # A sticker or anything else WeChat cannot pass on (it sends 【收到不支持的消息类型，暂无法显示】).
     "sticker": "收到你的表情啦。暂时只能看懂文字，请用文字描述你的问题。",
+    # A text with nothing in it.
+    "blank": "没有收到文字，请直接发送问题。",
     "store_down": "服务暂时有点忙，请稍后再试。",
     "error": "抱歉，回答出错了，请稍后重新发送问题。",
     "error_timeout": "抱歉，AI 回答超时了，请稍后重新发送问题。",

@@ -172,8 +172,15 @@ def from_console(info: dict) -> tuple[dict, list[str]]:
         if left_out:
             kinds = ", ".join(sorted({_KINDS.get(k, str(k)) for k in left_out}))
             skipped.append(f"keyword rule {name!r}: carried its text replies only, not {kinds}")
-        # reply_all sends every reply; one passive reply can hold one text, so they are joined.
-        reply = ["\n\n".join(carried)] if rule.get("reply_mode") == "reply_all" else carried
+        # reply_all sends every reply; one passive reply can hold one text, so they are joined
+        # (or, when together they are too long for one reply, one of them is picked).
+        reply = carried
+        if rule.get("reply_mode") == "reply_all" and len(carried) > 1:
+            joined = "\n\n".join(carried)
+            if utf8_len(joined) <= 2047:
+                reply = [joined]
+            else:
+                skipped.append(f"keyword rule {name!r}: its replies are too long together, one is sent at random")
         for match in MATCHES:
             mode = "contain" if match == "contains" else "equal"
             words = [

@@ -6,6 +6,7 @@ WeChat adds later) gets ``SUCCESS`` and one log line. A handler returns a ``Text
 answer is on its way). A handler never raises: an error becomes a text the subscriber can read.
 """
 
+import hashlib
 import logging
 import time
 
@@ -125,6 +126,8 @@ class Bot:
         content = message.content or ""
         if content.strip() == PLACEHOLDER:  # a sticker: no question, but it fetches a waiting answer
             return self.converse(message, "", otherwise=self.config.text("sticker"))
+        if not content.strip():  # nothing to ask (WeChat does not send these, but a client might)
+            return self.converse(message, "", otherwise=self.config.text("blank"))
         return self.converse(message, content)
 
     def on_voice(self, message):
@@ -214,8 +217,10 @@ class Bot:
             )
             return SUCCESS
         if self.commands.match(value):
-            # Its retries share one id, as a message's share its MsgId: the command runs once.
-            return self.converse(message, value, msgid=f"menu-{message.source}-{message.time}")
+            # Its retries share one id, as a message's share its MsgId: the command runs once
+            # (and two buttons pressed within a second are two).
+            button = hashlib.blake2b(key.encode(), digest_size=6).hexdigest()
+            return self.converse(message, value, msgid=f"menu-{message.source}-{message.time}-{button}")
         return text_reply(message, value)
 
     def on_quiet(self, message):

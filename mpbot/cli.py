@@ -306,6 +306,7 @@ def import_rules(args) -> int:
     import settings
 
     from .autoreply import from_console, rules_path
+    from .errors import StoreError
     from .keys import Keys
     from .metrics import Metrics
     from .push import PushError, WeChatAPI
@@ -322,23 +323,38 @@ def import_rules(args) -> int:
             file=sys.stderr,
         )
         return 2
-    path = args.output or rules_path(config.MPBOT_RULES_FILE or "rules.json", settings.__file__)
-    store = make_store(config)
-    keys = Keys(config.MPBOT_KEY_PREFIX)
-    api = WeChatAPI(config, store, keys, Metrics(config, store, keys))
+    path = os.path.abspath(args.output or rules_path(config.MPBOT_RULES_FILE or "rules.json", settings.__file__))
+    folder = os.path.dirname(path)
+    if not os.path.isdir(folder):
+        print(f"error: {folder} is not a folder: say where to write the rules with --output", file=sys.stderr)
+        return 2
     try:
-        info = api.autoreply_info()
+        store = make_store(config)
+        keys = Keys(config.MPBOT_KEY_PREFIX)
+        api = WeChatAPI(config, store, keys, Metrics(config, store, keys))
+        try:
+            info = api.autoreply_info()
+        finally:
+            api.close()
+            store.close()
     except PushError as exc:
         print(f"error: cannot read the console's rules from {config.WECHAT_API_BASE}: {exc.detail}", file=sys.stderr)
         return 1
-    finally:
-        api.close()
-        store.close()
+    except StoreError as exc:  # the access_token is shared through Redis with the running bot
+        print(
+            f"error: {exc}: the access_token is shared through REDIS_URL; start Redis or fix REDIS_URL", file=sys.stderr
+        )
+        return 1
     document, skipped = from_console(info)
-    folder = os.path.dirname(os.path.abspath(path))
     with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=folder, suffix=".tmp", delete=False) as f:
         json.dump(document, f, ensure_ascii=False, indent=2)
         f.write("\n")
+    try:
+        load_config({"MPBOT_RULES_FILE": f.name})  # the bot must be able to start with it
+    except ConfigError as exc:
+        os.unlink(f.name)
+        print(f"error: the console's rules, as they are, would stop the bot from starting: {exc}", file=sys.stderr)
+        return 1
     os.replace(f.name, path)
     commands = {alias.strip().lower() for aliases in config.COMMANDS.values() for alias in aliases}
     shadowed = sorted({k for rule in document["rules"] for k in rule["keywords"] if k.strip().lower() in commands})

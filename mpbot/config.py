@@ -180,6 +180,54 @@ def _check(values: dict[str, Any]) -> None:
                 f"TEXTS[{name!r}] = {text!r} cannot be filled in ({exc!r}): it may use "
                 f"{', '.join('{' + key + '}' for key in fields)}; write a literal brace as {{{{ or }}}}"
             ) from None
+    try:
+        _check_labels(values)
+        _check_lengths(values)
+    except KeyError as exc:
+        raise ConfigError(f"TEXTS has no {exc}: a TEXTS in the environment is merged into settings.py's") from None
+
+
+def _check_lengths(values: dict[str, Any]) -> None:
+    """Every text the chat shows fits in one reply (a rules file's follow and default replies
+    included, which go before the welcome and the hint), and so does every menu reply."""
+    config = Config(values)
+    limit = values["MPBOT_REPLY_MAX_BYTES"]
+    sample = {"url": values["PUBLIC_URL"] + "/answer/" + "x" * 64, "part": 9999, "parts": 9999, "question": "长" * 16}
+    for name in values["TEXTS"]:
+        if not name.startswith("page_"):
+            size = len(config.text(name, **sample).encode())
+            if size > limit:
+                where = (
+                    " (with the rules file's reply before it)"
+                    if name in ("welcome", "welcome_always_on", "hint")
+                    else ""
+                )
+                raise ConfigError(f"TEXTS[{name!r}]{where} takes {size} bytes, over a reply's {limit}: shorten it")
+    for key, reply in values["MPBOT_MENU"].items():
+        if len(reply.encode()) > limit:
+            raise ConfigError(
+                f"MPBOT_MENU[{key!r}] takes {len(reply.encode())} bytes, over a reply's {limit}: shorten it"
+            )
+
+
+def _check_labels(values: dict[str, Any]) -> None:
+    """What a part of a long answer carries besides the answer (its label, a note, the question's
+    name, the AI label) must leave most of a reply to the answer."""
+    config = Config(values)
+    url = values["PUBLIC_URL"] + "/answer/" + "x" * 64
+    notes = [config.text(name) for name in values["TEXTS"] if name.startswith("note_")]
+    around = [
+        config.text("more", part=99, parts=99, url=url),
+        config.text("last_part", part=99, parts=99) + config.text("answer_label"),
+        config.text("partial", url=url),
+    ]
+    worst = max(len(t.encode()) for t in around) + max((len(n.encode()) for n in notes), default=0)
+    worst += len(config.text("answer_quote", question="长" * 16).encode())
+    if worst > values["MPBOT_REPLY_MAX_BYTES"] // 2:
+        raise ConfigError(
+            f"TEXTS around a part of a long answer (more, last_part, answer_label, partial, note_*, answer_quote) "
+            f"take up to {worst} bytes of a {values['MPBOT_REPLY_MAX_BYTES']}-byte reply: keep them under half of it"
+        )
 
 
 def aes_key(encoding_aes_key: str, name: str = "WECHAT_ENCODING_AES_KEY") -> bytes:

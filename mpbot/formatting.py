@@ -142,31 +142,44 @@ def skip_space(text: str, pos: int) -> int:
 # sentence, a clause, a word); a cut at no boundary at all is the worst.
 _COSTS = (0, 1, 3, 6, 20)
 _ANYWHERE = 100
-_OPTIONS = 8  # ends of each kind weighed for one part
-# A line a part must not end on: a heading (【…】, as markdown_to_text writes them) or the line
-# that introduces what follows (it ends with a colon).
-_LEAD_IN = re.compile(r"【.*】|.*[：:]")
+_OPTIONS = 6  # ends of each kind weighed for one part
 
 
-def _lead_in(text: str, end: int) -> bool:
-    """Whether the line that ends at ``end`` is a heading or introduces what follows."""
-    end = _trim(text, end)
-    return bool(_LEAD_IN.fullmatch(text[text.rfind("\n", 0, end) + 1 : end].strip()))
+class _Lines:
+    """Where each line of a text starts, and where its indentation ends."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.starts = [0] + [m.end() for m in re.finditer("\n", text)]
+        self.bodies = [m.end() for m in re.finditer(r"(?m)^[ \t]*", text)]  # first non-blank, per line
+
+    def index(self, pos: int) -> int:
+        return bisect.bisect_right(self.starts, pos) - 1
+
+    def lead_in(self, end: int) -> bool:
+        """Whether the line that ends at ``end`` is a heading (【…】, as markdown_to_text writes
+        them) or introduces what follows (it ends with a colon): no part ends on one."""
+        end = _trim(self.text, end)
+        if end == 0:
+            return False
+        last = self.text[end - 1]
+        if last in "：:":
+            return True
+        return last == "】" and self.text[self.bodies[self.index(end - 1)]] == "【"
+
+    def indenting(self, end: int) -> bool:
+        """Whether ``end`` falls inside a line's indentation (a cut there loses the rest of it)."""
+        line = self.index(end)
+        return self.starts[line] < end <= self.bodies[line]
 
 
-def _indenting(text: str, end: int) -> bool:
-    """Whether ``end`` falls inside a line's indentation (a cut there would lose the rest of it)."""
-    line_start = text.rfind("\n", 0, end) + 1
-    return end > line_start and not text[line_start:end].strip()
-
-
-def _cuts(text: str) -> dict[int, int]:
+def _cuts(text: str, lines: _Lines) -> dict[int, int]:
     """Where a part may end (the position after the boundary), and what it costs there."""
     cuts: dict[int, int] = {}
     for cost, boundary in zip(_COSTS, _BOUNDARIES, strict=True):
         for m in boundary.finditer(text):
             end = m.end() if cost else m.start()  # a paragraph's part ends before its blank line
-            if 0 < end < len(text) and end not in cuts and not _lead_in(text, end) and not _indenting(text, end):
+            if 0 < end < len(text) and end not in cuts and not lines.lead_in(end) and not lines.indenting(end):
                 cuts[end] = cost
     return cuts
 
@@ -179,7 +192,8 @@ def _plan(text: str, budget: int, last_budget: int):
     sizes = [0]
     for ch in text:
         sizes.append(sizes[-1] + utf8_len(ch))
-    cuts = _cuts(text)
+    lines = _Lines(text)
+    cuts = _cuts(text, lines)
     ends = sorted(cuts)
     by_kind: dict[int, list[int]] = {}
     for end in ends:
@@ -204,43 +218,35 @@ def _plan(text: str, budget: int, last_budget: int):
         key = (start, first)
         if key in memo:
             return memo[key]
-        if fits(start, len(text), last_budget - (budget - first)):
+        last_room = last_budget - (budget - first)
+        if start >= len(text) or fits(start, len(text), last_room):
             memo[key] = (1, 0, len(text))
             return memo[key]
-        furthest = reach(start, first)
-        # The furthest few of each kind: the furthest of all gives the fewest parts (as cutting
-        # greedily would), the others a better boundary at the same count.
-        options: dict[int, list[int]] = {}
+        # The part that is not the last: it may not reach the end (the last part's room is its own).
+        furthest = min(reach(start, first), len(text) - 1)
+        if lines.indenting(furthest) and lines.starts[lines.index(furthest)] > start:
+            furthest = lines.starts[lines.index(furthest)]  # not inside a line's indentation
+        # The furthest few of each kind, and the furthest of all at no boundary: the fewest parts
+        # first, then the best boundaries among plans with that many.
+        options = [(_ANYWHERE, furthest)] if furthest not in cuts else []
         for kind, of_kind in by_kind.items():
             lo, hi = bisect.bisect_right(of_kind, start), bisect.bisect_right(of_kind, furthest)
             while lo < hi and _trim(text, of_kind[lo]) <= start:  # a part holds more than spaces
                 lo += 1
-            if hi > lo:
-                options[kind] = of_kind[max(lo, hi - _OPTIONS) : hi]
+            options.extend((kind, end) for end in of_kind[max(lo, hi - _OPTIONS) : hi])
         best = None
-        if options:
-            cheap = min(options)
-            for kind, near in options.items():
-                if kind > max(cheap, _COSTS[3]):  # a word only where nothing better is in reach
-                    continue
-                for end in near:
-                    parts, cost, _ = solve(skip_space(text, end), budget)
-                    option = (parts + 1, cost + kind, -end)
-                    if best is None or option < best:
-                        best = option
-            if best is not None:
-                best = (best[0], best[1], -best[2])
-        if best is None:
-            parts, cost, _ = solve(skip_space(text, furthest), budget)
-            best = (parts + 1, cost + _ANYWHERE, furthest)
-        memo[key] = best
-        return best
+        for kind, end in options:
+            parts, cost, _ = solve(skip_space(text, end), budget)
+            option = (parts + 1, cost + kind, -end)
+            if best is None or option < best:
+                best = option
+        memo[key] = (best[0], best[1], -best[2])
+        return memo[key]
 
     # Bottom up, so that no start recurses further than the next one (only the starts after a
-    # word or no boundary, which are rare, recurse: one level per part).
+    # cut at no boundary recurse, one level per part).
     for end in reversed(ends):
-        if cuts[end] <= _COSTS[3]:
-            solve(skip_space(text, end), budget)
+        solve(skip_space(text, end), budget)
     return solve
 
 
@@ -257,11 +263,13 @@ def paginate(
     """``text[start:]`` in the fewest parts that fit, as (start, end) spans: each part at most
     ``max_bytes`` (the last ``last_bytes``, the first ``first_bytes``), and among plans with that
     many parts, the one whose cuts fall on the best boundaries (a paragraph, a line, a sentence, a
-    clause; a word or anywhere only when nothing better is in reach), never after a heading or a
-    line that introduces a list. The plan of each start depends only on the text after it, so
-    paginating from any part's start gives the same later parts."""
-    last_bytes = max_bytes if last_bytes is None else last_bytes
-    first = max_bytes if first_bytes is None else first_bytes
+    clause, a word, anywhere), never after a heading or a line that introduces a list. The plan of
+    each start depends only on the text after it, so paginating from any part's start gives the
+    same later parts. (A part holds one character at least, whatever the room.)"""
+    last_bytes = max(max_bytes if last_bytes is None else last_bytes, 4)
+    first = max(max_bytes if first_bytes is None else first_bytes, 4)
+    max_bytes = max(max_bytes, 4)
+    text = text[: _trim(text, len(text))]  # (the spans are the same in the text with its end blank)
     solve = _plan(text, max_bytes, last_bytes)
     spans = []
     pos = skip_space(text, start)

@@ -606,17 +606,26 @@ class Inbox:
                     return text_of("answer_end") + after, Event.SHOWN_LAST
                 event = Event.SHOWN_WHOLE if start == 0 else Event.SHOWN_LAST
                 return quote + rest + label + after, event
-            # Only the part shown now carries the question's name and the note: the later parts
-            # (whose count the label states) get every byte the label leaves.
-            more_bytes = utf8_len(text_of("more", part=99, parts=99, url=url))
-            last_bytes = utf8_len(text_of("last_part", part=99, parts=99) + label)
+            # Only the first part carries the question's name and a note: the later parts get
+            # every byte the label leaves. (The count is set by the first part shown; a later part
+            # keeps to that plan, and carries a note only where the plan leaves room for it.)
+            more_bytes = utf8_len(text_of("more", part=9999, parts=9999, url=url))
+            last_bytes = utf8_len(text_of("last_part", part=9999, parts=9999) + label)
+            first = quote + after if question.part == 0 else ""
             spans = paginate(
                 text,
                 question.offset,
                 max_bytes - more_bytes,
                 last_bytes=max_bytes - last_bytes,
-                first_bytes=max_bytes - more_bytes - utf8_len(quote + after),
+                first_bytes=max_bytes - more_bytes - utf8_len(first),
             )
+            suffix_bytes = last_bytes if len(spans) == 1 else more_bytes
+            if (
+                question.part
+                and spans
+                and utf8_len(text[slice(*spans[0])]) + suffix_bytes + utf8_len(after) > max_bytes
+            ):
+                after = ""
             if not spans:  # all of it was shown while it was being written
                 return text_of("answer_end") + after, Event.SHOWN_LAST
             part, parts = question.part + 1, question.part + len(spans)

@@ -295,8 +295,11 @@ class Conversation:
     def parse(self, target: str, text: str, note: str = "") -> Seen:
         if note:
             suffix = self.text(f"note_{note}")
-            assert text.endswith(suffix), "the note is missing"
-            text = text[: -len(suffix)]
+            if text.endswith(suffix):
+                text = text[: -len(suffix)]
+            else:  # only a later part, whose plan was set before, may leave it out for want of room
+                later = re.search(r"\n\n（(\d+)/\d+", text)
+                assert later and int(later.group(1)) > 1, "the note is missing"
         asked = self.messages[target].question if target in self.messages else None
         quote = self.text("answer_quote", question=asked[:15]) if asked else None
         if quote and text.startswith(quote[:-3]):  # an answer fetched later names its question

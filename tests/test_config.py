@@ -54,3 +54,9 @@ def test_embedded_mode_generates_a_secret_per_process():
     first, second = load_config({"WECHAT_TOKEN": "t"}), load_config({"WECHAT_TOKEN": "t"})
     assert first.embedded and len(first.SECRET_KEY) >= 32
     assert first.SECRET_KEY != second.SECRET_KEY
+
+
+def test_texts_around_a_part_must_leave_room_for_the_answer():
+    texts = load_config({"WECHAT_TOKEN": "t"}).TEXTS
+    with pytest.raises(ConfigError, match="keep them under half"):
+        load_config({"WECHAT_TOKEN": "t", "TEXTS": {**texts, "answer_label": "（本回答由 AI 生成）" * 40}})

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from fakes import Rule, WeChat, aes_encrypt, sha1_signature
+from mpbot.emoticons import readable
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 SAMPLES = sorted(
@@ -147,6 +148,12 @@ def test_emoticons_reach_the_model_as_words(bot, fake_llm):
     )
 
 
+def test_what_only_looks_like_an_emoticon_is_left_alone():
+    kept = ["https://example.com/:?q=1", "[OK] Started nginx", "GET /:v/users", "arr[Cake] = 1", "echo $PATH/::)"]
+    assert [readable(text) for text in kept] == kept
+    assert readable("好的/::)，(/::B) /:ok") == "好的（表情：微笑），(（表情：色）) （表情：OK）"
+
+
 # --- the custom menu ------------------------------------------------------------------------------
 
 
@@ -159,14 +166,18 @@ def click(wechat: WeChat, key: str, openid: str = "menu-user", event: str = "CLI
 
 
 def test_menu_buttons_reply_or_run_their_command(make_bot, fake_llm, caplog):
-    wechat = make_bot(MPBOT_MENU={"V1001_ABOUT": "我们是一家咖啡店。", "V1002_START": "/chatgpt"})
+    wechat = make_bot(
+        MPBOT_MENU={"V1001_ABOUT": "我们是一家咖啡店。", "V1002_START": "/chatgpt", "V1003_HELP": "/help"}
+    )
     shown = wechat.reply_text(wechat.post(click(wechat, "V1001_ABOUT")).text)
     assert shown == "我们是一家咖啡店。"
     with caplog.at_level(logging.INFO, logger="mpbot"):
         unknown = wechat.post(click(wechat, "V9999_GONE"))
     assert (unknown.status_code, unknown.text) == (200, "success")
     assert any("not in MPBOT_MENU" in r.getMessage() for r in caplog.records)
-    start = click(wechat, "V1002_START", at=int(time.time()) - 1)
+    second = int(time.time()) - 1
+    assert "可用命令" in wechat.reply_text(wechat.post(click(wechat, "V1003_HELP", at=second)).text)
+    start = click(wechat, "V1002_START", at=second)  # another button within the same second
     assert "对话已开始" in wechat.reply_text(wechat.post(start).text)
     assert "对话已开始" in wechat.reply_text(wechat.post(start).text), "WeChat's retry of the click: the same reply"
     assert wechat.say("你好", openid="menu-user") == "答：你好", "the button started a chat"
@@ -195,6 +206,13 @@ def test_always_on_answers_every_text_without_a_start_command(make_bot, fake_llm
     assert "直接发送问题" in help_text and "/chatgpt" not in help_text
     # The history sent with the question is the new chat's only.
     assert [m["content"] for m in fake_llm.calls[-1]["messages"] if m["role"] == "user"] == ["还在吗"]
+
+
+def test_a_blank_text_is_no_question(make_bot, fake_llm):
+    wechat = make_bot(MPBOT_ALWAYS_ON=True)
+    for blank in ("   ", "\n\t"):
+        assert wechat.say(blank) == wechat.app.mpbot.config.text("blank")
+    assert fake_llm.calls == []
 
 
 def test_without_always_on_a_text_outside_a_chat_gets_the_hint(bot, fake_llm):

@@ -90,6 +90,17 @@ def test_the_last_delivery_shows_the_text_so_far_and_continue_reads_on_from_ther
     assert c.read_whole(m.msgid)
 
 
+def test_every_part_of_a_very_long_answer_fits_in_a_reply_past_part_99():
+    c = conversation()
+    m = c.ask("写一本书", answer_text(9000))
+    c.end(m.msgid)
+    texts = [m.texts[0]]
+    while "看下一段" in as_seen(texts[-1]):
+        texts.append(c.next().texts[0])
+    assert len(texts) > 100 and texts[-1].endswith(f"（{len(texts)}/{len(texts)} 完）")
+    assert max(len(text.encode()) for text in texts) <= 2047
+
+
 def test_parts_are_numbered_from_one_also_when_the_first_text_came_late():
     c = conversation()
     m = c.ask("慢慢说", answer_text(400))

@@ -124,6 +124,18 @@ def test_text_still_being_written_is_cut_at_its_last_sentence_end():
     assert cut_clean("没有句号的开头", 100) == "没有句号的开头"
 
 
+def fewest(text: str, budget: int, last: int, first: int) -> int:
+    """The parts it takes when a part may end anywhere: each as full as it can be."""
+    data, parts, room = text.strip().encode(), 0, first
+    while data:
+        parts += 1
+        if len(data) <= last - (budget - room):
+            return parts
+        head = data[: min(room, len(data) - 1)].decode("utf-8", "ignore").encode() or data[:1]  # not the last
+        data, room = data[len(head) :].lstrip(), budget
+    return parts
+
+
 LINES = st.sampled_from(
     [
         "这是一句话。",
@@ -140,7 +152,7 @@ LINES = st.sampled_from(
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(LINES, min_size=1, max_size=120), st.integers(60, 400), st.integers(0, 40), st.integers(0, 40))
+@given(st.lists(LINES, min_size=1, max_size=120), st.integers(60, 400), st.integers(0, 40), st.integers(-40, 40))
 def test_parts_fit_lose_nothing_and_are_the_same_from_any_part(lines, budget, less_first, more_last):
     text = "\n".join(lines)
     first, last = budget - less_first, budget + more_last
@@ -152,6 +164,8 @@ def test_parts_fit_lose_nothing_and_are_the_same_from_any_part(lines, budget, le
         if k:
             assert paginate(text, start, budget, last_bytes=last) == spans[k:], "a later part's plan is its own"
     assert "".join("".join(text[s:e].split()) for s, e in spans) == "".join(text.split()), "nothing lost"
+    if not any(line.startswith(" ") for line in lines):  # (indentation is never cut into)
+        assert len(spans) <= fewest(text, budget, last, first), "more parts than cutting anywhere would take"
     for start, _end in spans:  # a part that begins a line begins with its indentation
         line_start = text.rfind("\n", 0, start) + 1
         assert start == line_start or text[line_start:start].strip(), "indentation dropped"

@@ -70,6 +70,15 @@ def test_a_bad_rule_says_what_is_wrong_at_start(rules, message):
         load_config({"WECHAT_TOKEN": "t", "MPBOT_RULES": rules, "MPBOT_RULES_FILE": ""})
 
 
+def test_a_menu_reply_or_a_rules_file_reply_too_long_for_one_message_stops_the_start(tmp_path):
+    with pytest.raises(ConfigError, match="MPBOT_MENU\\['K'\\] takes 3000 bytes"):
+        load_config({"WECHAT_TOKEN": "t", "MPBOT_RULES_FILE": "", "MPBOT_MENU": {"K": "长" * 1000}})
+    path = tmp_path / "rules.json"
+    path.write_text(json.dumps({"default_reply": "长" * 650}), encoding="utf-8")
+    with pytest.raises(ConfigError, match="TEXTS\\['hint'\\] \\(with the rules file's reply before it\\)"):
+        load_config({"WECHAT_TOKEN": "t", "MPBOT_RULES_FILE": str(path)})
+
+
 def test_the_rules_file_adds_rules_and_the_follow_and_default_replies(make_bot, fake_llm, tmp_path):
     path = tmp_path / "rules.json"
     document = {
@@ -164,6 +173,39 @@ def test_import_rules_writes_a_file_the_bot_answers_from(console_api, make_bot, 
         + wechat.app.mpbot.config.text("hint")[len("Hello, this is autoreply!\n\n") :]
     )
     assert fake_llm.calls == []
+
+
+def test_import_rules_never_writes_rules_that_would_stop_the_bot(console_api, tmp_path):
+    fake, url = console_api
+    long = "很长的回复。" * 80  # 1,440 bytes: one fits a reply, two together do not
+    fake.autoreply = {
+        "is_add_friend_reply_open": 1,
+        "add_friend_autoreply_info": {"type": "text", "content": "欢迎！" * 220},
+        "keyword_autoreply_info": {
+            "list": [
+                {
+                    "rule_name": "两条",
+                    "reply_mode": "reply_all",
+                    "keyword_list_info": [{"type": "text", "match_mode": "equal", "content": "说说"}],
+                    "reply_list_info": [{"type": "text", "content": long}, {"type": "text", "content": long + "二"}],
+                }
+            ]
+        },
+    }
+    output = tmp_path / "rules.json"
+    env = {"WECHAT_APPID": "wx-import-app", "WECHAT_APPSECRET": "import-secret"}
+    refused = import_rules(url, output, **env)
+    assert refused.returncode == 1 and "would stop the bot from starting" in refused.stderr
+    assert "TEXTS['welcome']" in refused.stderr and not output.exists(), "the follow reply is too long to go first"
+    del fake.autoreply["add_friend_autoreply_info"]
+    done = import_rules(url, output, **env)
+    assert done.returncode == 0, done.stderr
+    assert "one is sent at random" in done.stdout
+    assert json.loads(output.read_text(encoding="utf-8"))["rules"][0]["reply"] == [long, long + "二"]
+    gone = import_rules(url, tmp_path / "no" / "such" / "rules.json", **env)
+    assert gone.returncode == 2 and "--output" in gone.stderr
+    redis_down = import_rules(url, output, **env, REDIS_URL="redis://127.0.0.1:1/0", SECRET_KEY="k" * 32)
+    assert redis_down.returncode == 1 and "REDIS_URL" in redis_down.stderr and "Traceback" not in redis_down.stderr
 
 
 def test_import_rules_says_what_is_missing_or_refused(console_api, tmp_path):
