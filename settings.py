@@ -54,7 +54,11 @@ MPBOT_MODEL = "gpt-4o-mini"
 # Seconds one answer may take in all, retries included, before it counts as failed (the answer
 # page can wait longer than the chat, so this is well past WeChat's 15 s). A hung call is cut here.
 MPBOT_LLM_TIMEOUT = 120.0
-# Times a failed model call (429, 5xx, connection refused, a stream broken off) is tried again,
+# Seconds the endpoint may stay silent: before its answer begins (a model that accepted the call
+# and sends nothing), or between two pieces of it. Then the call is tried again (a new attempt,
+# as below), well inside WeChat's 15 s plus the page's patience.
+MPBOT_FIRST_TOKEN_TIMEOUT = 20.0
+# Times a failed model call (429, 5xx, connection refused, a stream broken off, silence) is tried again,
 # after 0.5, 1, 2, ... s or the endpoint's Retry-After, while MPBOT_LLM_TIMEOUT allows.
 MPBOT_LLM_RETRIES = 3
 # Upper bound on the answer's length in tokens; 0 leaves it to the endpoint.
@@ -76,6 +80,10 @@ REDIS_URL = ""
 # Connections one web process may open to Redis. Every waiting delivery holds one, so keep it
 # above the threads a process runs (MPBOT_WEB_THREADS).
 MPBOT_REDIS_MAX_CONNECTIONS = 1000
+# Seconds one Redis command may take (a blocking read: one more second) before the store counts as
+# unreachable: a Redis that hangs gets the subscriber an apology while WeChat still waits, and
+# /healthz a 503 within a second.
+MPBOT_REDIS_TIMEOUT = 1.0
 # The RQ queue the LLM jobs go to.
 MPBOT_QUEUE = "mpbot"
 # Prefix of every Redis key mpbot writes (see mpbot/keys.py).
@@ -277,6 +285,7 @@ TEXTS = {
     "store_down": "服务暂时有点忙，请稍后再试。",
     "error": "抱歉，回答出错了，请稍后重新发送问题。",
     "error_timeout": "抱歉，AI 回答超时了，请稍后重新发送问题。",
+    "error_stalled": "抱歉，AI 服务没有响应，请稍后重新发送问题。",
     "error_rate_limited": "抱歉，AI 服务繁忙，请稍等一会儿再发送问题。",
     "error_refused": "抱歉，这个问题暂时无法回答，换个问题试试吧。",
     "error_empty": "抱歉，AI 没有给出回答，请换个说法再试。",

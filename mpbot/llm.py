@@ -36,7 +36,7 @@ def build_messages(system: str, history: list[dict[str, str]], question: str, bu
     return [*messages, *turns, {"role": "user", "content": xml_safe(question)}]
 
 
-RETRYABLE = ("rate_limited", "unavailable", "unreachable")
+RETRYABLE = ("rate_limited", "unavailable", "unreachable", "stalled")
 
 
 def _retry_after(exc: Exception) -> float | None:
@@ -75,6 +75,7 @@ class LLM:
         self.model = config.MPBOT_MODEL
         self.max_tokens = config.MPBOT_MAX_TOKENS or None
         self.timeout = config.MPBOT_LLM_TIMEOUT
+        self.silence = config.MPBOT_FIRST_TOKEN_TIMEOUT
         self.retries = config.MPBOT_LLM_RETRIES
         self.length_note = config.text("cut_by_length", tap=False)
         self.client = openai.OpenAI(
@@ -88,7 +89,9 @@ class LLM:
     def complete(self, messages: list[dict[str, str]], on_text=None) -> str:
         """The answer, streamed: ``on_text`` gets the raw text so far as it grows.
 
-        A 429, a 5xx, a refused connection or a stream that breaks off is tried again, after
+        A 429, a 5xx, a refused connection, a stream that breaks off, or an endpoint that sends
+        nothing for ``MPBOT_FIRST_TOKEN_TIMEOUT`` seconds (before its first token, or between two)
+        is tried again, after
         0.5, 1, 2, ... s (or the endpoint's Retry-After), up to ``MPBOT_LLM_RETRIES`` times, as
         long as ``MPBOT_LLM_TIMEOUT`` (the deadline for the whole answer) allows. A call that
         hangs is cut at the deadline, so a job never outlives its RQ job timeout.
@@ -114,8 +117,11 @@ class LLM:
         remaining = deadline - time.monotonic()
         watchdog = None
         try:
+            # The read timeout is the longest silence: before the response, before the first
+            # token, or between two tokens.
+            timeout = openai.Timeout(remaining, read=min(self.silence, remaining))
             stream = self.client.chat.completions.create(
-                model=self.model, messages=messages, max_tokens=self.max_tokens, stream=True, timeout=remaining
+                model=self.model, messages=messages, max_tokens=self.max_tokens, stream=True, timeout=timeout
             )
             # A stream that stalls is closed at the deadline, whatever the read timeout.
             watchdog = threading.Timer(max(deadline - time.monotonic(), 0), stream.close)
@@ -145,6 +151,9 @@ class LLM:
         except Exception as exc:  # the API's errors, or the stream broke off after it began
             if time.monotonic() >= deadline - 0.05:
                 raise LLMError("timeout", f"no complete answer in {self.timeout:g} s") from exc
+            # (A read timeout while the stream runs comes from openai's HTTP client as it is.)
+            if isinstance(exc, openai.APITimeoutError) or "Timeout" in type(exc).__name__:
+                raise LLMError("stalled", f"nothing from the endpoint for {self.silence:g} s") from exc
             raise llm_error(exc) from exc
         finally:
             if watchdog is not None:

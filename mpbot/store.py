@@ -82,6 +82,9 @@ class Store(Protocol):
 
     def counters(self, key: str) -> dict[str, float]: ...
 
+    def healthy(self, key: str) -> bool:
+        """Whether the store takes a write (of ``key``, kept a minute) within a second."""
+
     def close(self) -> None: ...
 
 
@@ -95,25 +98,39 @@ class RedisStore:
     return 0
     """
 
+    # A blocking read (a delivery waiting for its answer) asks Redis in slices this long, so that
+    # a Redis that stops answering is noticed within a slice, not at the end of the wait.
+    BLOCK_SLICE = 1.0
+
     def __init__(self, config) -> None:
-        common = dict(
-            socket_connect_timeout=1.0,
-            # Longer than the longest blocking read (a delivery's wait), so a read never times
-            # out before Redis answers; a dead server is still noticed within it.
-            socket_timeout=config.MPBOT_WECHAT_TIMEOUT + 5,
-            retry=Retry(NoBackoff(), 1),
-            health_check_interval=30,
-        )
+        timeout = config.MPBOT_REDIS_TIMEOUT
+        # A Redis that hangs (stopped, not refusing) fails a command within timeout + one slice
+        # of a blocking read, and is not asked again (a dropped connection is: Redis restarted),
+        # so a delivery answers with an apology while WeChat still waits.
         pool = redis.BlockingConnectionPool.from_url(
             config.REDIS_URL,
             max_connections=config.MPBOT_REDIS_MAX_CONNECTIONS,
             timeout=2,
             decode_responses=True,
-            **common,
+            socket_connect_timeout=timeout,
+            socket_timeout=timeout + self.BLOCK_SLICE,
+            retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+            health_check_interval=30,
         )
         self.redis = redis.Redis(connection_pool=pool)
-        # RQ wants bytes back; it gets its own client on the same server.
-        self.rq_redis = redis.Redis.from_url(config.REDIS_URL, **common)
+        # /healthz: one try, under a second, so a load balancer's check does not hang either.
+        self.probe = redis.Redis.from_url(
+            config.REDIS_URL, socket_timeout=min(timeout, 0.8), socket_connect_timeout=min(timeout, 0.8), retry=None
+        )
+        # RQ wants bytes back, and blocks on the queue for minutes: its own client, with a timeout
+        # longer than its longest blocking command.
+        self.rq_redis = redis.Redis.from_url(
+            config.REDIS_URL,
+            socket_connect_timeout=timeout,
+            socket_timeout=config.MPBOT_WECHAT_TIMEOUT + 5,
+            retry=Retry(NoBackoff(), 1),
+            health_check_interval=30,
+        )
         self._delete_if = self.redis.register_script(self._DELETE_IF)
 
     def _call(self, fn, *args, **kwargs):
@@ -130,6 +147,13 @@ class RedisStore:
     def ping(self) -> str:
         info = self._call(self.redis.info, "server")
         return f"redis {info.get('redis_version', '?')}"
+
+    def healthy(self, key: str) -> bool:
+        """Whether Redis takes a write of ``key`` within a second (one try, its own connection)."""
+        try:
+            return bool(self.probe.set(key, "1", px=60_000))
+        except redis.RedisError:
+            return False
 
     def get(self, key: str, renew: float | None = None) -> str | None:
         if renew is None:
@@ -173,8 +197,13 @@ class RedisStore:
 
     def read(self, key: str, after: str = START, timeout: float = 0) -> tuple[list[dict[str, Any]], str]:
         if timeout > 0:
-            reply = self._call(self.redis.xread, {key: after}, block=_ms(timeout))
-            entries = reply[0][1] if reply else []
+            deadline = time.monotonic() + timeout
+            while True:
+                left = deadline - time.monotonic()
+                reply = self._call(self.redis.xread, {key: after}, block=max(1, _ms(min(left, self.BLOCK_SLICE))))
+                entries = reply[0][1] if reply else []
+                if entries or left <= self.BLOCK_SLICE:
+                    break
         else:
             entries = self._call(self.redis.xrange, key, "-" if after == START else f"({after}", "+")
         if entries:
@@ -202,6 +231,7 @@ class RedisStore:
         # A client given its pool leaves the pool open on close(); disconnect it ourselves.
         self.redis.connection_pool.disconnect()
         self.rq_redis.close()
+        self.probe.close()
 
 
 class MemoryStore:
@@ -350,6 +380,10 @@ class MemoryStore:
     def counters(self, key: str) -> dict[str, float]:
         with self._lock:
             return dict(self._get(key) or {})
+
+    def healthy(self, key: str) -> bool:
+        self.set(key, "1", 60)
+        return True
 
     def close(self) -> None:
         pass

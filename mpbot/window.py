@@ -35,14 +35,22 @@ class Window:
         """
         started = time.monotonic()
         n = self.store.incr(self.keys.deliveries(msgid), self.ttl)
-        reply = first() if n == 1 else self.reader.decided(openid, msgid)
-        if reply is None:  # the first delivery failed before it decided anything; it said so
+        last = n >= self.deliveries
+        if n == 1:
+            reply = first()
+        else:
+            # The first delivery may still be deciding (a slow store, a slow moderation hook):
+            # wait for it as long as this delivery may wait at all.
+            wait = (self.last_wait if last else self.hold) - (time.monotonic() - started)
+            reply = self.reader.decided(openid, msgid, timeout=max(wait, 0.0))
+            if reply is None and not last:
+                return n, "silent", None
+        if reply is None:  # the first delivery never decided anything: it failed, and said so
             return n, "lost", self.config.text("error")
         if reply.text is not None:
             return n, "reply", reply.text
         if n > 1 and reply.target == msgid:
             self.reader.ensure_started(openid, msgid)
-        last = n >= self.deliveries
         budget = (self.last_wait if last else self.hold) - (time.monotonic() - started)
         event = self.answers.wait(reply.target, max(budget, 0.0))
         if event is None and not last:

@@ -57,6 +57,8 @@ class Rule:
     break_after: int | None = None  # the connection drops after this many pieces
     failures: int | None = None  # only the first this many calls fail (status, break_after); None: all
     retry_after: float | None = None  # sent as Retry-After with a failing status
+    stall: float = 0.0  # the stream begins (headers, the role), then nothing for this long
+    stall_calls: int | None = None  # only the first this many calls wait (latency, stall); None: all
 
     def split(self, content: str) -> list[str]:
         size = -(-len(content) // self.pieces) if content else 1
@@ -104,9 +106,12 @@ class FakeLLM:
                     rule = fake.rules.get(question, fake.default)
                     if rule.failures is not None and index >= rule.failures:
                         rule = replace(rule, status=200, break_after=None)
+                    if rule.stall_calls is not None and index >= rule.stall_calls:
+                        rule = replace(rule, latency=0.0, stall=0.0)
                     entry = [question, time.monotonic(), None, False]
                     fake.timeline.append(entry)
                 self.answered = False
+                self.stalls = rule.stall
                 try:
                     self._answer(body, rule, question)
                 finally:
@@ -166,6 +171,7 @@ class FakeLLM:
                     self.send_header("Connection", "close")
                     self.end_headers()
                     write(chunk({"role": "assistant", "content": ""}))
+                    time.sleep(self.stalls)
                     for number, piece in enumerate(rule.split(content)):
                         if number:
                             time.sleep(rule.piece_delay)

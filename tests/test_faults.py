@@ -74,6 +74,60 @@ def test_redis_down_gives_an_apology_and_a_503_health_then_recovers(own_redis, f
         app.mpbot.close()
 
 
+def test_a_redis_that_hangs_gets_an_apology_in_time_and_a_503_health_at_once_then_recovers(
+    own_redis, fake_llm, fake_llm_server
+):
+    """Redis stopped (SIGSTOP: it neither answers nor refuses) for 12 s, with WeChat's own timings:
+    every delivery answers within 4.5 s with a text saying to try again, /healthz says 503 within
+    a second, and service is normal as soon as Redis returns."""
+    import signal
+    import threading
+
+    settings = {**SHARED, "REDIS_URL": own_redis["url"], "OPENAI_BASE_URL": fake_llm_server[1]}
+    app = create_app(settings)
+    url, server = serve(app)
+    wechat = WeChat(url, SHARED["WECHAT_TOKEN"], timeout=5.0)
+    process = own_redis["process"]
+    try:
+        assert "对话已开始" in wechat.say("/chatgpt")
+        waiting = {}
+
+        def ask():  # a delivery already waiting for its answer when Redis stops
+            started = time.monotonic()
+            response = wechat.post(text_xml("等回答", wechat.new_msgid()))
+            waiting.update(status=response.status_code, text=wechat.reply_text(response.text), at=time.monotonic())
+            waiting["seconds"] = waiting["at"] - started
+
+        thread = threading.Thread(target=ask)
+        thread.start()
+        time.sleep(0.5)
+        process.send_signal(signal.SIGSTOP)
+        stopped = time.monotonic()
+        try:
+            started = time.monotonic()
+            health = requests.get(f"{url}/healthz", timeout=5)
+            assert health.status_code == 503 and time.monotonic() - started < 1.0
+            for text in ("/help", "新问题"):
+                started = time.monotonic()
+                response = wechat.post(text_xml(text, wechat.new_msgid()))
+                took = time.monotonic() - started
+                assert response.status_code == 200 and "稍后再试" in wechat.reply_text(response.text), text
+                assert took < 4.5, f"{text}: {took:.1f} s"
+            thread.join(10)
+            assert waiting["status"] == 200 and "稍后再试" in waiting["text"], waiting
+            assert waiting["at"] - stopped < 4.5, f"the waiting delivery answered {waiting['at'] - stopped:.1f} s after"
+            time.sleep(max(0.0, 12 - (time.monotonic() - stopped)))
+        finally:
+            process.send_signal(signal.SIGCONT)
+        started = time.monotonic()
+        assert requests.get(f"{url}/healthz", timeout=5).status_code == 200
+        assert "可用命令" in wechat.say("/help") and time.monotonic() - started < 3, "normal at once"
+    finally:
+        server.shutdown()
+        server.server_close()
+        app.mpbot.close()
+
+
 # --- the model endpoint fails or hangs ---------------------------------------------------------
 
 
@@ -151,3 +205,22 @@ def test_a_hung_call_is_cut_at_the_deadline(make_bot, fake_llm, mode, rule):
     started = time.monotonic()
     assert "超时" in wechat.say("卡住")
     assert time.monotonic() - started < 2.5, "the reply comes at the deadline, not at a read timeout"
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [Rule(latency=30, stall_calls=1), Rule(stall=30, stall_calls=1)],
+    ids=["no response", "a stream with no token"],
+)
+def test_a_model_that_accepts_and_stays_silent_is_asked_again_after_the_first_token_deadline(
+    make_bot, fake_llm, mode, rule
+):
+    if mode == "redis":
+        pytest.skip("the workers' deadline is set at their start; embedded covers it")
+    wechat = make_bot(MPBOT_FIRST_TOKEN_TIMEOUT=1.0, MPBOT_LLM_TIMEOUT=20.0)
+    in_session(wechat)
+    fake_llm.rules["沉默"] = rule
+    log = wechat.deliver(text_xml("沉默", wechat.new_msgid()))
+    (first, _), (second, _) = fake_llm.span("沉默"), [e[1:3] for e in fake_llm.timeline if e[0] == "沉默"][1]
+    assert fake_llm.calls_for("沉默") == 2 and second - first < 2.0, f"asked again after {second - first:.1f} s"
+    assert wechat.reply_text(log[-1].body) == "答：沉默", "the new attempt answers within WeChat's window"

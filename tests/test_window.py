@@ -147,3 +147,17 @@ def test_at_wechat_speed_answers_taking_1_7_12_and_14_seconds_all_arrive_in_the_
         assert len(log) == latencies[latency], (latency, log)
         assert wechat.reply_text(log[-1].body) == f"{latency} 秒的回答"
         assert fake_llm.calls_for(question) == 1
+
+
+@pytest.mark.slow
+def test_a_slow_first_step_still_lets_a_later_delivery_answer(make_bot, fake_llm):
+    """The first delivery spends 2.9 s (a slow moderation API) before it decides what the message
+    gets; WeChat has dropped it and delivered again: that delivery waits for the plan instead of
+    saying the answer failed. (This WeChat waits 1.6 s for each delivery, the bot's 1 s setting
+    plus the way there and back.)"""
+    wechat = make_bot(MPBOT_MODERATION_HOOK="moderation_hook:slow", timeout=1.6)
+    assert "对话已开始" in wechat.say("/chatgpt")
+    log = wechat.deliver(text_xml("慢审核的问题", wechat.new_msgid()))
+    assert [d.status for d in log] == [None, 200], log
+    assert wechat.reply_text(log[-1].body) == "答：慢审核的问题"
+    assert fake_llm.calls_for("慢审核的问题") == 1
