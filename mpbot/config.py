@@ -144,6 +144,11 @@ def _check(values: dict[str, Any]) -> None:
         )
     if not values["SECRET_KEY"]:
         values["SECRET_KEY"] = secrets.token_hex(32)
+    for name, aliases in values["COMMANDS"].items():
+        if not isinstance(aliases, list) or not aliases or not all(isinstance(a, str) and a.strip() for a in aliases):
+            raise ConfigError(
+                f'COMMANDS[{name!r}] = {aliases!r} needs one alias at least, e.g. ["/{name}"]: the texts name the first'
+            )
     autoreply.parse_rules(values["MPBOT_RULES"], "MPBOT_RULES", values["MPBOT_REPLY_MAX_BYTES"])
     if not isinstance(values["MPBOT_MENU"], dict) or not all(
         isinstance(key, str) and isinstance(reply, str) and reply.strip() for key, reply in values["MPBOT_MENU"].items()
@@ -193,16 +198,23 @@ def _check_lengths(values: dict[str, Any]) -> None:
     config = Config(values)
     limit = values["MPBOT_REPLY_MAX_BYTES"]
     sample = {"url": values["PUBLIC_URL"] + "/answer/" + "x" * 64, "part": 9999, "parts": 9999, "question": "长" * 16}
+    # A text may go out with the name of the question before it and a note after it.
+    extra = len(config.text("answer_quote", question="长" * 16).encode()) + max(
+        (len(config.text(name).encode()) for name in values["TEXTS"] if name.startswith("note_")), default=0
+    )
     for name in values["TEXTS"]:
         if not name.startswith("page_"):
-            size = len(config.text(name, **sample).encode())
+            size = len(config.text(name, **sample).encode()) + extra
             if size > limit:
                 where = (
                     " (with the rules file's reply before it)"
                     if name in ("welcome", "welcome_always_on", "hint")
                     else ""
                 )
-                raise ConfigError(f"TEXTS[{name!r}]{where} takes {size} bytes, over a reply's {limit}: shorten it")
+                raise ConfigError(
+                    f"TEXTS[{name!r}]{where} takes up to {size} bytes with the question's name and a note, "
+                    f"over a reply's {limit}: shorten it"
+                )
     for key, reply in values["MPBOT_MENU"].items():
         if len(reply.encode()) > limit:
             raise ConfigError(
@@ -217,8 +229,9 @@ def _check_labels(values: dict[str, Any]) -> None:
     url = values["PUBLIC_URL"] + "/answer/" + "x" * 64
     notes = [config.text(name) for name in values["TEXTS"] if name.startswith("note_")]
     around = [
-        config.text("more", part=99, parts=99, url=url),
-        config.text("last_part", part=99, parts=99) + config.text("answer_label"),
+        config.text("more", part=9999, parts=9999, url=url),
+        config.text("push_more", part=9999, parts=9999),
+        config.text("last_part", part=9999, parts=9999) + config.text("answer_label"),
         config.text("partial", url=url),
     ]
     worst = max(len(t.encode()) for t in around) + max((len(n.encode()) for n in notes), default=0)

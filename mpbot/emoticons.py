@@ -165,24 +165,26 @@ def _pattern(form: str) -> str:
 
 # Longest first, so that /::-O is not read as /::- and O.
 _FACE = re.compile("|".join(_pattern(form) for form in sorted(_NAMES, key=len, reverse=True)))
-# What a code may stand next to: a space, the text's edge, a character that is not ASCII, or
-# punctuation that does not carry on a path, a URL or a command ("/:v/users", "a.com/:?q=1").
-_APART = re.compile(r"[\s!,.;()\[\]{}<>\"'~-]|[^\x00-\x7f]")
+# A slash code is no face after a letter or what carries on a path, a URL or a variable
+# ("$PATH/::)", "a.com/:?q=1"), nor before what carries one on ("/:v/users", "/:ok=1"), unless
+# another code is there (/::B/::|).
+_JOINS_BEFORE = re.compile(r"[A-Za-z/:=&$_%#@\\]")
+_JOINS_AFTER = re.compile(r"[/=&]")
 
 
 def readable(text: str) -> str:
-    """``text`` with every emoticon code or bracketed name written as （表情：name）. A code counts
-    only standing apart (see _APART) or next to another code (/::B/::|), so that paths, URLs and
-    code keep what looks like one ("echo $PATH/::)", "a.com/:?q=1")."""
+    """``text`` with every emoticon code or bracketed name written as （表情：name）. A slash code
+    counts only where it does not join a path, a URL or a variable (see _JOINS_BEFORE), so that
+    those keep what looks like one ("echo $PATH/::)", "a.com/:?q=1")."""
     found = [m for m in _FACE.finditer(text)]
     taken: set[int] = set()
     spans = {m.start(): m.end() for m in found}
     ends = {m.end() for m in found}
 
     def apart(at: int, before: bool) -> bool:
-        if at < 0 or at >= len(text):
+        if at < 0 or at >= len(text) or (at + 1 in ends if before else at in spans):
             return True
-        return bool(_APART.match(text[at])) or (at + 1 in ends if before else at in spans)
+        return not (_JOINS_BEFORE if before else _JOINS_AFTER).match(text[at])
 
     for m in found:
         form = m.group(0)

@@ -124,18 +124,24 @@ def cut_clean(text: str, max_bytes: int) -> str:
     return head[: max(ends)].rstrip() if ends else head
 
 
+MAX_INDENT = 200  # characters of a line's indentation a part keeps at its start (code's, not a run of blanks)
+
+
 def skip_space(text: str, pos: int) -> int:
     """Where the text after a cut at ``pos`` begins: past the blank lines and the spaces that
-    separated it, but not past the indentation of its first line (code keeps its shape)."""
+    separated it, but not past the indentation of its first line (code keeps its shape), unless
+    that is over MAX_INDENT characters."""
+    pos = _trim(text, pos)  # the same start whether the cut fell before or inside the blanks
     end = pos
     while end < len(text) and text[end].isspace():
         end += 1
     if end == len(text):
         return end
-    run = text[pos:end]
-    if "\n" in run:
-        return pos + run.rindex("\n") + 1
-    return pos if pos == 0 or text[pos - 1] == "\n" else end
+    newline = text.rfind("\n", pos, end)
+    line_start = newline + 1 if newline >= 0 else pos if pos == 0 or text[pos - 1] == "\n" else None
+    if line_start is None or end - line_start > MAX_INDENT:
+        return end
+    return line_start
 
 
 # How much worse a cut is than one between paragraphs, by the boundary it falls on (a line, a
@@ -145,13 +151,22 @@ _ANYWHERE = 100
 _OPTIONS = 6  # ends of each kind weighed for one part
 
 
-class _Lines:
-    """Where each line of a text starts, and where its indentation ends."""
+class _Text:
+    """A text indexed once, so that planning its parts is linear in its length: where each
+    line starts and its indentation ends, and for each position the last non-blank before it."""
 
     def __init__(self, text: str) -> None:
         self.text = text
         self.starts = [0] + [m.end() for m in re.finditer("\n", text)]
         self.bodies = [m.end() for m in re.finditer(r"(?m)^[ \t]*", text)]  # first non-blank, per line
+        self.trimmed = [0] * (len(text) + 1)  # position -> after the last non-blank before it
+        last = 0
+        for i, ch in enumerate(text):
+            self.trimmed[i] = last
+            if not ch.isspace():
+                last = i + 1
+        self.trimmed[len(text)] = last
+        self.following: dict[int, int] = {}
 
     def index(self, pos: int) -> int:
         return bisect.bisect_right(self.starts, pos) - 1
@@ -159,7 +174,7 @@ class _Lines:
     def lead_in(self, end: int) -> bool:
         """Whether the line that ends at ``end`` is a heading (【…】, as markdown_to_text writes
         them) or introduces what follows (it ends with a colon): no part ends on one."""
-        end = _trim(self.text, end)
+        end = self.trimmed[end]
         if end == 0:
             return False
         last = self.text[end - 1]
@@ -172,14 +187,25 @@ class _Lines:
         line = self.index(end)
         return self.starts[line] < end <= self.bodies[line]
 
+    def after(self, end: int) -> int:
+        """Where the part after a cut at ``end`` begins (skip_space, remembered per blank run)."""
+        key = self.trimmed[end]
+        if key not in self.following:
+            self.following[key] = skip_space(self.text, key)
+        return self.following[key]
 
-def _cuts(text: str, lines: _Lines) -> dict[int, int]:
-    """Where a part may end (the position after the boundary), and what it costs there."""
+
+def _cuts(indexed: _Text) -> dict[int, int]:
+    """Where a part may end (the position after the boundary), and what it costs there; one cut
+    per run of blanks."""
+    text = indexed.text
     cuts: dict[int, int] = {}
     for cost, boundary in zip(_COSTS, _BOUNDARIES, strict=True):
         for m in boundary.finditer(text):
             end = m.end() if cost else m.start()  # a paragraph's part ends before its blank line
-            if 0 < end < len(text) and end not in cuts and not lines.lead_in(end) and not lines.indenting(end):
+            if cost == _COSTS[-1] and m.start() > 0 and text[m.start() - 1].isspace():
+                continue  # inside a run of blanks: its first one stands for it
+            if 0 < end < len(text) and end not in cuts and not indexed.lead_in(end) and not indexed.indenting(end):
                 cuts[end] = cost
     return cuts
 
@@ -192,8 +218,8 @@ def _plan(text: str, budget: int, last_budget: int):
     sizes = [0]
     for ch in text:
         sizes.append(sizes[-1] + utf8_len(ch))
-    lines = _Lines(text)
-    cuts = _cuts(text, lines)
+    indexed = _Text(text)
+    cuts = _cuts(indexed)
     ends = sorted(cuts)
     by_kind: dict[int, list[int]] = {}
     for end in ends:
@@ -201,20 +227,35 @@ def _plan(text: str, budget: int, last_budget: int):
     memo: dict[tuple[int, int], tuple[int, int, int]] = {}
 
     def fits(start: int, end: int, room: int) -> bool:
-        return sizes[_trim(text, end)] - sizes[start] <= room
+        return sizes[indexed.trimmed[end]] - sizes[start] <= room
 
     def reach(start: int, room: int) -> int:
         """The furthest end of a part from ``start`` within ``room`` bytes (one character at least)."""
-        lo, hi = start + 1, len(text)
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if sizes[mid] - sizes[start] <= room:
-                lo = mid
-            else:
-                hi = mid - 1
-        return lo
+        return max(start + 1, bisect.bisect_right(sizes, sizes[start] + room, start, len(text) + 1) - 1)
+
+    def hard(start: int, first: int) -> int:
+        """The furthest end at no boundary for a part that is not the last (it may not take the
+        end: the last part's room is its own), and not inside a line's indentation."""
+        furthest = min(reach(start, first), len(text) - 1)
+        line_start = indexed.starts[indexed.index(furthest)]
+        if indexed.indenting(furthest) and line_start > start:
+            furthest = line_start
+        return max(furthest, start + 1)
 
     def solve(start: int, first: int) -> tuple[int, int, int]:
+        if (start, first) in memo:
+            return memo[(start, first)]
+        # Along a stretch with no boundary, the starts ahead are solved first, from the last
+        # back: no recursion as deep as the stretch is long.
+        chain, at = [], start
+        while at < len(text) and (at, budget) not in memo and not fits(at, len(text), last_budget):
+            chain.append(at)
+            at = indexed.after(hard(at, budget))
+        for at in reversed(chain[1:]):
+            _solve(at, budget)
+        return _solve(start, first)
+
+    def _solve(start: int, first: int) -> tuple[int, int, int]:
         key = (start, first)
         if key in memo:
             return memo[key]
@@ -222,32 +263,28 @@ def _plan(text: str, budget: int, last_budget: int):
         if start >= len(text) or fits(start, len(text), last_room):
             memo[key] = (1, 0, len(text))
             return memo[key]
-        # The part that is not the last: it may not reach the end (the last part's room is its own).
-        furthest = min(reach(start, first), len(text) - 1)
-        if lines.indenting(furthest) and lines.starts[lines.index(furthest)] > start:
-            furthest = lines.starts[lines.index(furthest)]  # not inside a line's indentation
+        furthest = hard(start, first)
         # The furthest few of each kind, and the furthest of all at no boundary: the fewest parts
         # first, then the best boundaries among plans with that many.
-        options = [(_ANYWHERE, furthest)] if furthest not in cuts else []
+        options = [] if furthest in cuts else [(_ANYWHERE, furthest)]
         for kind, of_kind in by_kind.items():
             lo, hi = bisect.bisect_right(of_kind, start), bisect.bisect_right(of_kind, furthest)
-            while lo < hi and _trim(text, of_kind[lo]) <= start:  # a part holds more than spaces
+            while lo < hi and indexed.trimmed[of_kind[lo]] <= start:  # a part holds more than blanks
                 lo += 1
             options.extend((kind, end) for end in of_kind[max(lo, hi - _OPTIONS) : hi])
         best = None
         for kind, end in options:
-            parts, cost, _ = solve(skip_space(text, end), budget)
+            parts, cost, _ = solve(indexed.after(end), budget)
             option = (parts + 1, cost + kind, -end)
             if best is None or option < best:
                 best = option
         memo[key] = (best[0], best[1], -best[2])
         return memo[key]
 
-    # Bottom up, so that no start recurses further than the next one (only the starts after a
-    # cut at no boundary recurse, one level per part).
+    # Bottom up, so that no start recurses further than the next one.
     for end in reversed(ends):
-        solve(skip_space(text, end), budget)
-    return solve
+        solve(indexed.after(end), budget)
+    return solve, indexed
 
 
 def _trim(text: str, end: int) -> int:
@@ -270,11 +307,11 @@ def paginate(
     first = max(max_bytes if first_bytes is None else first_bytes, 4)
     max_bytes = max(max_bytes, 4)
     text = text[: _trim(text, len(text))]  # (the spans are the same in the text with its end blank)
-    solve = _plan(text, max_bytes, last_bytes)
+    solve, indexed = _plan(text, max_bytes, last_bytes)
     spans = []
     pos = skip_space(text, start)
     while pos < len(text):
         _, _, end = solve(pos, first)
-        spans.append((pos, _trim(text, end)))
-        pos, first = skip_space(text, end), max_bytes
+        spans.append((pos, max(indexed.trimmed[end], pos)))
+        pos, first = indexed.after(end), max_bytes
     return spans

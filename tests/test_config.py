@@ -60,3 +60,13 @@ def test_texts_around_a_part_must_leave_room_for_the_answer():
     texts = load_config({"WECHAT_TOKEN": "t"}).TEXTS
     with pytest.raises(ConfigError, match="keep them under half"):
         load_config({"WECHAT_TOKEN": "t", "TEXTS": {**texts, "answer_label": "（本回答由 AI 生成）" * 40}})
+
+
+def test_a_command_without_an_alias_or_a_push_label_too_long_says_so():
+    config = load_config({"WECHAT_TOKEN": "t"})
+    with pytest.raises(ConfigError, match=r"COMMANDS\['history'\] = \[\] needs one alias"):
+        load_config({"WECHAT_TOKEN": "t", "COMMANDS": {**config.COMMANDS, "history": []}})
+    with pytest.raises(ConfigError, match="keep them under half"):
+        load_config({"WECHAT_TOKEN": "t", "TEXTS": {**config.TEXTS, "push_more": "（{part}/{parts}）" + "长" * 400}})
+    with pytest.raises(ConfigError, match=r"TEXTS\['fallback'\] takes up to \d+ bytes"):
+        load_config({"WECHAT_TOKEN": "t", "TEXTS": {**config.TEXTS, "fallback": "长" * 650 + "{url}"}})

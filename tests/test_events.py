@@ -152,6 +152,7 @@ def test_what_only_looks_like_an_emoticon_is_left_alone():
     kept = ["https://example.com/:?q=1", "[OK] Started nginx", "GET /:v/users", "arr[Cake] = 1", "echo $PATH/::)"]
     assert [readable(text) for text in kept] == kept
     assert readable("好的/::)，(/::B) /:ok") == "好的（表情：微笑），(（表情：色）) （表情：OK）"
+    assert readable("在吗?/::)") == "在吗?（表情：微笑）" and readable("666/::D") == "666（表情：呲牙）"
 
 
 # --- the custom menu ------------------------------------------------------------------------------

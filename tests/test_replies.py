@@ -164,7 +164,7 @@ def test_parts_fit_lose_nothing_and_are_the_same_from_any_part(lines, budget, le
         if k:
             assert paginate(text, start, budget, last_bytes=last) == spans[k:], "a later part's plan is its own"
     assert "".join("".join(text[s:e].split()) for s, e in spans) == "".join(text.split()), "nothing lost"
-    if not any(line.startswith(" ") for line in lines):  # (indentation is never cut into)
+    if not any(line[:1].isspace() for line in lines):  # (indentation is never cut into)
         assert len(spans) <= fewest(text, budget, last, first), "more parts than cutting anywhere would take"
     for start, _end in spans:  # a part that begins a line begins with its indentation
         line_start = text.rfind("\n", 0, start) + 1
@@ -179,3 +179,28 @@ def test_a_part_never_ends_on_a_heading_or_the_line_before_a_list():
         for start, end in paginate(text, 0, budget)[:-1]:
             last_line = text[start:end].rsplit("\n", 1)[-1]
             assert not last_line.startswith("【") and not last_line.endswith("："), (budget, last_line)
+
+
+@pytest.mark.parametrize(
+    ("text", "budget"),
+    [
+        ("字" * 607 + "\n　　" + "字" * 675, 1825),  # a paragraph indented with ideographic spaces
+        ("a\n" + " " * 3000 + "b", 1900),  # indentation longer than a part
+        ("开头。" + " " * 30000 + "结尾。", 1825),  # long runs of blanks: linear, not quadratic
+        ("开头。" + " \n" * 15000 + "结尾", 1825),
+        ("x" * 64000, 40),  # no boundary at all, many parts: no recursion as deep as the text
+        ("abc:\n" * 12800, 50),  # every line a lead-in
+        ("\n.", 4),
+        ("😀" * 500, 1),  # a room smaller than one character: a character a part
+    ],
+    ids=["ideographic indent", "huge indent", "spaces", "blank lines", "no boundary", "colons", "tiny", "emoji"],
+)
+def test_odd_texts_are_paginated_quickly_and_consistently(text, budget):
+    started = time.monotonic()
+    spans = paginate(text, 0, budget)
+    assert time.monotonic() - started < 1.0
+    assert all(start <= end for start, end in spans)
+    assert "".join("".join(text[s:e].split()) for s, e in spans) == "".join(text.split())
+    for k in (1, len(spans) // 2, len(spans) - 1):
+        if 0 < k < len(spans):
+            assert paginate(text, spans[k][0], budget) == spans[k:]
