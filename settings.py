@@ -89,15 +89,22 @@ MPBOT_QUEUE = "mpbot"
 # Prefix of every Redis key mpbot writes (see mpbot/keys.py).
 MPBOT_KEY_PREFIX = "mpbot"
 # RQ worker processes `python -m mpbot worker` starts on one host, and model calls each of them
-# runs at once (in threads: a call is almost all waiting). All hosts together need about
-# (messages per second x seconds per answer) of these slots: workers x threads x hosts.
+# runs at once (in threads: a call is almost all waiting, and an idle thread costs next to
+# nothing). All hosts together need about (messages per second x seconds per answer) of these
+# slots, workers x threads x hosts, with room for retries: 2 x 250 carry 50 msg/s of answers
+# that take 1-12 s (make bench).
 MPBOT_RQ_WORKERS = 2
-MPBOT_RQ_THREADS = 20
-# Seconds between RQ's registry maintenance passes: the pass that finds the job of a worker that
-# was killed (once its lease lapsed: MPBOT_LLM_TIMEOUT + 90 s after it started) and runs it again.
-MPBOT_RQ_MAINTENANCE = 15
-# Threads of the in-process pool that runs model calls in embedded mode.
-MPBOT_EMBEDDED_WORKERS = 32
+MPBOT_RQ_THREADS = 250
+# A running job's heartbeat lasts this many seconds (renewed every 2 s): a job whose worker was
+# killed is known dead this long after, at most...
+MPBOT_RQ_JOB_TTL = 10
+# ...and found at the next of RQ's registry maintenance passes, every this many seconds on any
+# live worker, which runs it again (once; run_answer does not ask the model again for an answer
+# that was finished).
+MPBOT_RQ_MAINTENANCE = 5
+# Threads of the in-process pool that runs model calls in embedded mode (the same sizing rule:
+# 256 carry 20 msg/s of answers that take 1-12 s).
+MPBOT_EMBEDDED_WORKERS = 256
 # Threads per gunicorn web process: each holds one waiting delivery for up to ~5 s.
 MPBOT_WEB_THREADS = 400
 # Base URL of links sent to subscribers (the answer page).

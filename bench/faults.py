@@ -2,7 +2,8 @@
 
     python bench/faults.py                  # every scenario (about three minutes)
     python bench/faults.py --only sigterm   # some of them: worker-kill, redis-restart,
-                                            # web-restart, sigterm, llm-errors
+                                            # web-restart, sigterm, llm-errors,
+                                            # model-silent, redis-stop
 
 Each scenario starts its own stack from the Procfile's lines (gunicorn with two processes, an RQ
 worker pool), its own redis-server on a free loopback port, and a fake OpenAI-compatible model
@@ -13,6 +14,7 @@ that completed for one message, or a WeChat error shown to a subscriber.
 """
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -84,15 +86,95 @@ def worker_kill(fake: FakeLLM) -> dict:
         arrived = answer_of(stack, msgid, "被杀的问题", wait=150)
         recovered = time.monotonic() - killed_at
         duplicates = max(0, completed_calls(fake, "被杀的问题") - 1)
+        calls = fake.calls_for("被杀的问题")
         return {
             "fault": "RQ worker SIGKILLed mid-call",
             "injected": 1,
             "lost": 0 if arrived else 1,
             "duplicates": duplicates,
             "wechat_errors": 0,
-            "recovery": f"answer {recovered:.0f} s after the kill (RQ: heartbeat lapses, then a retry)",
+            "missed": recovered > 30 or calls > 2,
+            "recovery": f"answer whole {recovered:.1f} s after the kill (target <= 30 s), {calls} model calls "
+            "(target <= 2): the job's heartbeat lapsed and a maintenance pass ran it again",
         }
     finally:
+        stack.stop()
+
+
+def model_silent(fake: FakeLLM) -> dict:
+    """The model accepts the call and sends no token (a stream that never begins)."""
+    stack = Stack(fake.url, MPBOT_LLM_TIMEOUT="120", MPBOT_LLM_RETRIES="3").start()
+    try:
+        wechat = WeChat(stack.url, TOKEN, timeout=1.0)
+        wechat.say("/chatgpt")
+        fake.rules["沉默的模型"] = Rule(stall=120, stall_calls=1, content="答：沉默的模型")
+        msgid = wechat.new_msgid()
+        asked = time.monotonic()
+        log = wechat.deliver(text_xml("沉默的模型", msgid))
+        arrived = answer_of(stack, msgid, "沉默的模型", wait=60)
+        took = time.monotonic() - asked
+        with fake.lock:
+            starts = [entry[1] for entry in fake.timeline if entry[0] == "沉默的模型"]
+        gap = starts[1] - starts[0] if len(starts) > 1 else float("inf")
+        return {
+            "fault": "model accepts and sends no token",
+            "injected": 1,
+            "lost": 0 if arrived else 1,
+            "duplicates": max(0, completed_calls(fake, "沉默的模型") - 1),
+            "wechat_errors": int(log[-1].status != 200),
+            "missed": gap > 30 or took > 40,
+            "recovery": f"new attempt {gap:.1f} s after the first (target <= 30 s), answer readable {took:.1f} s "
+            "after the question (target <= 40 s)",
+        }
+    finally:
+        stack.stop()
+
+
+def redis_stop(fake: FakeLLM) -> dict:
+    """Redis stopped (SIGSTOP: neither answering nor refusing) for 12 s, at WeChat's real speed."""
+    stack = Stack(fake.url, MPBOT_WECHAT_TIMEOUT="5.0", MPBOT_DELIVERY_WAIT="4.5").start()
+    try:
+        wechat = WeChat(stack.url, TOKEN, timeout=5.0)
+        assert "对话已开始" in wechat.say("/chatgpt")
+        os.kill(stack.redis.pid, signal.SIGSTOP)
+        stopped = time.monotonic()
+        slowest, errors, apologies, health = 0.0, 0, 0, None
+        try:
+            started = time.monotonic()
+            status = requests.get(f"{stack.url}/healthz", timeout=5).status_code
+            health = (status, time.monotonic() - started)
+            for text in ("/help", "宕机时的问题", "/stop", "又一个问题"):
+                started = time.monotonic()
+                try:
+                    response = wechat.post(text_xml(text, wechat.new_msgid()))
+                except requests.RequestException:
+                    errors += 1
+                    continue
+                slowest = max(slowest, time.monotonic() - started)
+                if response.status_code != 200:
+                    errors += 1
+                elif "稍后再试" in wechat.reply_text(response.text):
+                    apologies += 1
+            time.sleep(max(0.0, 12 - (time.monotonic() - stopped)))
+        finally:
+            os.kill(stack.redis.pid, signal.SIGCONT)
+        back = time.monotonic()
+        log = wechat.deliver(text_xml("恢复后", wechat.new_msgid()))
+        normal = log[-1].status == 200 and wechat.reply_text(log[-1].body) == "答：恢复后"
+        return {
+            "fault": "Redis stopped (SIGSTOP) for 12 s",
+            "injected": 4,
+            "lost": 4 - apologies + (0 if normal else 1),
+            "duplicates": 0,
+            "wechat_errors": errors,
+            "missed": slowest > 4.5 or health is None or health[0] != 503 or health[1] > 1.0,
+            "recovery": f"every delivery answered in <= {slowest:.1f} s (target <= 4.5 s), {apologies}/4 saying to "
+            f"try again; /healthz {health[0] if health else '?'} in {health[1] if health else 0:.2f} s (target 503 "
+            f"<= 1 s); after SIGCONT answered normally in {time.monotonic() - back:.1f} s",
+        }
+    finally:
+        with contextlib.suppress(OSError, AttributeError):
+            os.kill(stack.redis.pid, signal.SIGCONT)
         stack.stop()
 
 
@@ -232,6 +314,8 @@ SCENARIOS = {
     "sigterm": sigterm,
     "redis-restart": redis_restart,
     "worker-kill": worker_kill,
+    "model-silent": model_silent,
+    "redis-stop": redis_stop,
 }
 
 
@@ -255,7 +339,8 @@ def main() -> int:
         print(
             f"{row['fault']:<40} injected {row['injected']}  lost {row['lost']}  duplicate model calls "
             f"{row['duplicates']}  WeChat errors {row['wechat_errors']}  ({row['seconds']:.0f} s)"
-            + (f"\n{'':<40} {row['recovery']}" if row.get("recovery") else ""),
+            + (f"\n{'':<40} {row['recovery']}" if row.get("recovery") else "")
+            + (f"\n{'':<40} MISSED a target above" if row.get("missed") else ""),
             flush=True,
         )
     total = {key: sum(r[key] for r in rows if isinstance(r[key], int)) for key in ("injected", "lost", "duplicates")}
@@ -266,7 +351,10 @@ def main() -> int:
         f"{total['duplicates']} (target 0), WeChat errors {errors} (target 0)"
         + (", some scenarios could not run" if unknown else "")
     )
-    return 1 if unknown or total["lost"] or total["duplicates"] or errors else 0
+    missed = [r["fault"] for r in rows if r.get("missed")]
+    if missed:
+        print(f"targets missed: {', '.join(missed)}")
+    return 1 if unknown or missed or total["lost"] or total["duplicates"] or errors else 0
 
 
 if __name__ == "__main__":

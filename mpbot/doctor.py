@@ -272,8 +272,29 @@ def run_checks(config, from_environment: bool, token_missing: bool = False):
     finally:
         if store is not None:
             store.close()
+    yield check_capacity(config)
     yield check_replies(config)
     yield check_console(config)
+
+
+ANSWER_SECONDS = 6.5  # a typical answer's time (a model that takes 1-12 s), for the capacity line
+
+
+def check_capacity(config):
+    """The load the settings carry, by the README's sizing rule: job slots / 1.5 answers in flight."""
+    if config.embedded:
+        slots, where = config.MPBOT_EMBEDDED_WORKERS, f"MPBOT_EMBEDDED_WORKERS={config.MPBOT_EMBEDDED_WORKERS}"
+    else:
+        slots = config.MPBOT_RQ_WORKERS * config.MPBOT_RQ_THREADS
+        workers, threads = config.MPBOT_RQ_WORKERS, config.MPBOT_RQ_THREADS
+        where = f"MPBOT_RQ_WORKERS x MPBOT_RQ_THREADS = {workers} x {threads} per worker host"
+    rate = slots / 1.5 / ANSWER_SECONDS
+    return (
+        INFO,
+        "capacity",
+        f"{slots} model calls at once ({where}): about {rate:.0f} messages/s at {ANSWER_SECONDS:g} s per answer; "
+        "slower answers or more traffic: more threads or worker hosts (README, Sizing)",
+    )
 
 
 def check_replies(config):

@@ -170,22 +170,49 @@ class Worker(SimpleWorker):
     A model call is almost all waiting, so one process holds many of them: a thread slot is
     taken before a job is dequeued (so no job waits inside a busy worker while others are
     idle), the job timeout is enforced per thread (RQ's TimerDeathPenalty), and on SIGTERM the
-    worker stops dequeuing and lets its running jobs finish. Registry maintenance runs every
-    ``MPBOT_RQ_MAINTENANCE`` seconds (RQ's default is 10 minutes): that pass is what finds the
-    job of a worker that was killed and runs it again on another worker.
+    worker stops dequeuing and lets its running jobs finish.
+
+    A running job is known to be alive by its heartbeat: a thread renews every running job's
+    entry in RQ's StartedJobRegistry every ``HEARTBEAT`` seconds, for ``MPBOT_RQ_JOB_TTL``
+    seconds. When a worker is killed its jobs' entries lapse within that TTL, and the next
+    registry maintenance (every ``MPBOT_RQ_MAINTENANCE`` seconds, on any live worker, also one
+    whose threads are all busy) runs them again. (RQ's own heartbeat, for forking workers, gives a
+    job 90 s; RQ's maintenance runs every 10 minutes.)
     """
 
     death_penalty_class = TimerDeathPenalty
+    HEARTBEAT = 2.0
 
     def __init__(self, *args, **kwargs) -> None:
         from .config import load_config
 
         config = load_config()
-        kwargs.setdefault("maintenance_interval", int(config.MPBOT_RQ_MAINTENANCE))
+        kwargs.setdefault("maintenance_interval", max(1, int(config.MPBOT_RQ_MAINTENANCE)))
         super().__init__(*args, **kwargs)
         self.threads = max(1, int(config.MPBOT_RQ_THREADS))
+        self.job_ttl = max(int(config.MPBOT_RQ_JOB_TTL), int(self.HEARTBEAT) * 3)
         self._slots = threading.BoundedSemaphore(self.threads)
         self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="rq-job")
+        self._beating = threading.Event()
+        threading.Thread(target=self._beat, name="rq-job-heartbeat", daemon=True).start()
+
+    def get_heartbeat_ttl(self, job, working_time: float = 0.0) -> int:
+        return self.job_ttl
+
+    def _beat(self) -> None:
+        """Renew the registry entry of every job this worker runs, until the worker stops."""
+        while not self._beating.wait(self.HEARTBEAT):
+            executions = list(self.executions.values())
+            if not executions or not self.queues:
+                continue
+            registry = StartedJobRegistry(queue=self.queues[0])
+            try:
+                with self.connection.pipeline() as pipe:
+                    for execution in executions:
+                        execution.heartbeat(registry, self.job_ttl, pipe)
+                    pipe.execute()
+            except RedisError as exc:
+                log.warning("heartbeat of %d running job(s) failed: %s", len(executions), exc)
 
     @property
     def dequeue_timeout(self) -> int:
@@ -196,6 +223,8 @@ class Worker(SimpleWorker):
     def dequeue_job_and_maintain_ttl(self, timeout, max_idle_time=None):
         while not self._slots.acquire(timeout=1):
             self.heartbeat()  # every thread is busy: stay registered while waiting for one
+            if self.should_run_maintenance_tasks:  # and find the jobs of workers that died
+                self.run_maintenance_tasks()
             if self._stop_requested:
                 return None
         result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
@@ -219,6 +248,7 @@ class Worker(SimpleWorker):
 
     def teardown(self) -> None:
         self._pool.shutdown(wait=True)  # a warm shutdown: the answers being written finish
+        self._beating.set()
         super().teardown()
 
 

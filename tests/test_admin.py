@@ -144,6 +144,7 @@ def test_check_from_a_bare_clone_says_in_order_what_is_missing(tmp_path):
     assert running.startswith("FAIL") and "start the bot (`make run`)" in running
     assert items[-1] == "console" and "URL http://127.0.0.1:8000/wechat" in lines[-1]
     assert items[-2] == "replies" and "import-rules" in lines[-2], "developer mode turned the console's rules off"
+    assert items[-3] == "capacity" and "messages/s at 6.5 s per answer" in lines[-3]
 
 
 @pytest.mark.slow
