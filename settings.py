@@ -77,8 +77,8 @@ MPBOT_HISTORY_TURNS = 20
 
 # Redis for shared state and RQ. Empty: embedded mode, one process with in-memory state.
 REDIS_URL = ""
-# Connections one web process may open to Redis. Every waiting delivery holds one, so keep it
-# above the threads a process runs (MPBOT_WEB_THREADS).
+# Connections one web process may open to Redis. Every waiting delivery holds one while it waits
+# (over this many, a delivery waits up to 2 s for one, then apologises).
 MPBOT_REDIS_MAX_CONNECTIONS = 1000
 # Seconds one Redis command may take (a blocking read: one more second) before the store counts as
 # unreachable: a Redis that hangs gets the subscriber an apology while WeChat still waits, and
@@ -105,8 +105,9 @@ MPBOT_RQ_MAINTENANCE = 5
 # Threads of the in-process pool that runs model calls in embedded mode (the same sizing rule:
 # 256 carry 20 msg/s of answers that take 1-12 s).
 MPBOT_EMBEDDED_WORKERS = 256
-# Threads per gunicorn web process: each holds one waiting delivery for up to ~5 s.
-MPBOT_WEB_THREADS = 400
+# Connections one gunicorn web process holds at once (gevent: each is a greenlet, not a thread, so
+# a waiting delivery, an idle keep-alive or a client sending a byte a minute costs a few KB).
+MPBOT_WEB_CONNECTIONS = 4096
 # Base URL of links sent to subscribers (the answer page).
 PUBLIC_URL = "http://127.0.0.1:8000"
 # Signs answer links. Generated per process in embedded mode; required with Redis.
@@ -140,7 +141,7 @@ MPBOT_STREAM_INTERVAL = 0.3
 MPBOT_PAGE_POLL = 10.0
 # Such waiting requests one web process holds at once: per answer link, per client address, in
 # all. Over a limit the page is answered at once and asks again 5 s later, so a few clients
-# cannot hold the threads WeChat's deliveries need (MPBOT_WEB_THREADS). Carriers put many phones
+# cannot hold the connections WeChat's deliveries need (MPBOT_WEB_CONNECTIONS). Carriers put many phones
 # behind one address: keep the per-client limit generous.
 MPBOT_POLLS_PER_LINK = 3
 MPBOT_POLLS_PER_CLIENT = 20

@@ -47,7 +47,6 @@ class Stack:
             "PUBLIC_URL": self.url,
             "PORT": str(self.web_port),
             "WEB_CONCURRENCY": "2",
-            "MPBOT_WEB_THREADS": "40",
             "MPBOT_RQ_WORKERS": "2",
             "MPBOT_RQ_MAINTENANCE": "5",
             "MPBOT_WECHAT_TIMEOUT": "1.0",

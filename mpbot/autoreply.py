@@ -141,20 +141,27 @@ def from_console(info: dict) -> tuple[dict, list[str]]:
     line for each rule or reply that could not be carried."""
     skipped: list[str] = []
     document: dict = {"rules": []}
-    follow = info.get("add_friend_autoreply_info")
-    if info.get("is_add_friend_reply_open") and follow:
-        text = _console_text(follow)
-        if text:
-            document["follow_reply"] = text
-        else:
-            skipped.append(f"the reply on following (被关注回复) is {_KINDS.get(follow.get('type'), 'not text')}")
-    default = info.get("message_default_autoreply_info")
-    if info.get("is_autoreply_open") and default:
-        text = _console_text(default)
-        if text:
-            document["default_reply"] = text
-        else:
-            skipped.append(f"the reply to any message (收到消息回复) is {_KINDS.get(default.get('type'), 'not text')}")
+    for name, switch, key, what in (
+        (
+            "follow_reply",
+            "is_add_friend_reply_open",
+            "add_friend_autoreply_info",
+            "the reply on following (被关注回复)",
+        ),
+        (
+            "default_reply",
+            "is_autoreply_open",
+            "message_default_autoreply_info",
+            "the reply to any message (收到消息回复)",
+        ),
+    ):
+        reply = info.get(key)
+        if info.get(switch) and reply:
+            text = _console_text(reply)
+            if text:
+                document[name] = text
+            else:
+                skipped.append(f"{what} is {_KINDS.get(reply.get('type'), 'not text')}")
     keyword_rules = (info.get("keyword_autoreply_info") or {}).get("list") or []
     for number, rule in enumerate(keyword_rules, start=1):
         name = rule.get("rule_name") or f"rule {number}"

@@ -1,11 +1,14 @@
 """gunicorn settings for the web process (``gunicorn -c python:mpbot.gunicorn_conf wsgi:app``).
 
-Each WeChat delivery may wait ~5 s for its answer, so a worker needs many threads (gthread), not
-one request at a time (sync). In embedded mode the state lives in the worker's memory, so there
+Each WeChat delivery may wait ~5 s for its answer, so a worker holds many requests at once: with
+gevent each connection is a greenlet, so thousands of waiting deliveries, idle keep-alives or
+clients that send a byte and stall (which held a gthread thread each, with no deadline on the
+headers) cost a few KB apiece. In embedded mode the state lives in the worker's memory, so there
 is exactly one worker; with Redis, ``WEB_CONCURRENCY`` workers share it.
 """
 
 import os
+import resource
 import sys
 
 from mpbot import startup
@@ -21,8 +24,16 @@ _problem = startup.port_problem(bind) or (None if _config.embedded else startup.
 if _problem:
     print(f"error: {_problem}", file=sys.stderr, flush=True)
     raise SystemExit(1)
-worker_class = "gthread"
-threads = _config.MPBOT_WEB_THREADS
+worker_class = "gevent"
+worker_connections = _config.MPBOT_WEB_CONNECTIONS
+# Each connection is a file descriptor: let a worker hold them all (and its Redis connections),
+# where the system allows it, rather than stop accepting at the usual soft limit of 1024.
+_soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+_wanted = worker_connections + _config.MPBOT_REDIS_MAX_CONNECTIONS + 256
+if _soft != resource.RLIM_INFINITY and _soft < _wanted:
+    resource.setrlimit(
+        resource.RLIMIT_NOFILE, (_wanted if _hard == resource.RLIM_INFINITY else min(_wanted, _hard), _hard)
+    )
 workers = 1 if _config.embedded else int(os.environ.get("WEB_CONCURRENCY", "2"))
 # A request may legitimately take ~6 s; a worker silent for 30 s is stuck.
 timeout = 30

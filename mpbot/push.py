@@ -164,27 +164,18 @@ class WeChatAPI:
     def _post(self, path: str, body: dict, token: str | None = None) -> dict:
         # WeChat shows \\uXXXX escapes literally: the body must carry the characters themselves.
         data = json.dumps(body, ensure_ascii=False).encode()
+        return self._call("POST", path, token, data=data, headers={"Content-Type": "application/json; charset=utf-8"})
+
+    def _get(self, path: str, token: str) -> dict:
+        return self._call("GET", path, token)
+
+    def _call(self, method: str, path: str, token: str | None, **request) -> dict:
+        params = None if token is None else {"access_token": token}
         try:
-            response = self.http.post(
-                self.base + path,
-                params=None if token is None else {"access_token": token},
-                data=data,
-                headers={"Content-Type": "application/json; charset=utf-8"},
-                timeout=self.timeout,
-            )
+            response = self.http.request(method, self.base + path, params=params, timeout=self.timeout, **request)
             payload = response.json()
         except (requests.RequestException, ValueError) as exc:
             # The exception's text can carry the URL, and so the token: name its class only.
-            raise PushError("unreachable", f"WeChat's API did not answer ({exc.__class__.__name__})", True) from None
-        if not isinstance(payload, dict):
-            raise PushError("unreachable", "WeChat's API answered with something that is not a JSON object", True)
-        return payload
-
-    def _get(self, path: str, token: str) -> dict:
-        try:
-            response = self.http.get(self.base + path, params={"access_token": token}, timeout=self.timeout)
-            payload = response.json()
-        except (requests.RequestException, ValueError) as exc:
             raise PushError("unreachable", f"WeChat's API did not answer ({exc.__class__.__name__})", True) from None
         if not isinstance(payload, dict):
             raise PushError("unreachable", "WeChat's API answered with something that is not a JSON object", True)

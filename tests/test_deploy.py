@@ -88,7 +88,6 @@ def stack(tmp_path_factory, fake_llm_server):
         "OPENAI_BASE_URL": fake_llm_server[1],
         "MPBOT_MODEL": "fake-model",
         "BIND": f"127.0.0.1:{app_port}",
-        "MPBOT_WEB_THREADS": "20",
         "PUBLIC_URL": f"https://localhost:{https_port}",
         **{name: str(value) for name, value in FAST.items()},
     }

@@ -24,7 +24,7 @@ def start(tmp_path, env):
     process = subprocess.Popen(
         [sys.executable, "-m", "mpbot", "serve", "--port", str(port)],
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": ROOT, "MPBOT_WEB_THREADS": "20", **env},
+        env={**os.environ, "PYTHONPATH": ROOT, **env},
         stdout=subprocess.PIPE,
         text=True,
         start_new_session=True,
@@ -97,3 +97,32 @@ def test_make_run_with_redis_runs_the_procfile_web_and_worker(tmp_path, llm_url,
         if process.poll() is None:
             stop(process)
     assert not (tmp_path / ".env").exists()
+
+
+def test_clients_that_connect_and_stall_take_no_answer_away(tmp_path, llm_url, fake_llm):
+    """`make run` as shipped, with 1000 connections open that sent one byte (or nothing) and
+    stall: a subscriber's question is still answered in the chat (gunicorn's gevent worker: a
+    stalled connection is a greenlet; with gthread each held a thread, and none was answered)."""
+    import resource
+    import socket
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < 1500:  # this test's own 1000 sockets
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(4096, hard) if hard != resource.RLIM_INFINITY else 4096, hard))
+    process, url = start(tmp_path, {"WECHAT_TOKEN": "tok", "OPENAI_BASE_URL": llm_url, "OPENAI_API_KEY": "k"})
+    stalled = []
+    try:
+        port = int(url.rsplit(":", 1)[1])
+        for i in range(1000):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            if i % 2:
+                sock.send(b"P")
+            stalled.append(sock)
+        wechat = WeChat(url, "tok")
+        assert "对话已开始" in wechat.say("/chatgpt")
+        assert wechat.say("还在吗") == "答：还在吗"
+        assert requests.get(f"{url}/healthz", timeout=2).status_code == 200
+    finally:
+        for sock in stalled:
+            sock.close()
+        stop(process)
