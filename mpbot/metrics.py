@@ -13,6 +13,7 @@ format with the official client library (``prometheus_client``).
 | mpbot_llm_errors_total              | counter   | kind                 |
 | mpbot_answers_in_flight             | gauge     | state (queued/running)|
 | mpbot_sessions_started_total        | counter   |                      |
+| mpbot_keyword_replies_total         | counter   |                      |
 | mpbot_pages_viewed_total            | counter   | page (answer/history)|
 | mpbot_pushes_total                  | counter   | outcome              |
 | mpbot_wechat_token_fetches_total    | counter   |                      |
@@ -50,6 +51,11 @@ COUNTERS = {
         ["reason"],
     ),
     "sessions_started": ("mpbot_sessions_started", "Chat sessions started with the start command", []),
+    "keyword_replies": (
+        "mpbot_keyword_replies",
+        "Messages answered by the account's own keyword rules (MPBOT_RULES), with no model call",
+        [],
+    ),
     "pages_viewed": ("mpbot_pages_viewed", "Answer and history pages opened", ["page"]),
     "pushes": ("mpbot_pushes", "Customer-service messages pushed with late answers, by outcome", ["outcome"]),
     "wechat_token_fetches": ("mpbot_wechat_token_fetches", "access_token fetches from WeChat (all processes)", []),

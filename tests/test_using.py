@@ -43,6 +43,8 @@ def test_keyword_rules_answer_at_once_in_a_chat_or_not_with_no_model_call(make_b
     assert wechat.say("营业时间") == "每天 9:00-21:00 营业。", "in a chat too"
     assert wechat.say("营业时间长吗") == "答：营业时间长吗"
     assert [c["messages"][-1]["content"] for c in fake_llm.calls] == ["营业时间长吗"]
+    metrics = requests.get(f"{wechat.url}/metrics", timeout=5).text
+    assert "mpbot_keyword_replies_total 4.0" in metrics
 
 
 def test_rules_ignore_case_pick_one_of_several_replies_and_leave_commands_first():
