@@ -56,7 +56,7 @@ MPBOT_MODEL = "gpt-4o-mini"
 MPBOT_LLM_TIMEOUT = 120.0
 # Seconds the endpoint may stay silent: before its answer begins (a model that accepted the call
 # and sends nothing), or between two pieces of it. Then the call is tried again (a new attempt,
-# as below), well inside WeChat's 15 s plus the page's patience.
+# as below) with twice the patience (40 s, then 80 s), so a model slow to begin still answers.
 MPBOT_FIRST_TOKEN_TIMEOUT = 20.0
 # Times a failed model call (429, 5xx, connection refused, a stream broken off, silence) is tried again,
 # after 0.5, 1, 2, ... s or the endpoint's Retry-After, while MPBOT_LLM_TIMEOUT allows.
@@ -80,9 +80,9 @@ REDIS_URL = ""
 # Connections one web process may open to Redis. Every waiting delivery holds one while it waits
 # (over this many, a delivery waits up to 2 s for one, then apologises).
 MPBOT_REDIS_MAX_CONNECTIONS = 1000
-# Seconds one Redis command may take (a blocking read: one more second) before the store counts as
-# unreachable: a Redis that hangs gets the subscriber an apology while WeChat still waits, and
-# /healthz a 503 within a second.
+# Seconds one Redis command may take before the store counts as unreachable (a stall up to twice
+# this is waited out): a Redis that hangs gets the subscriber an apology within 2.5 s, while WeChat
+# still waits, and /healthz a 503 within a second.
 MPBOT_REDIS_TIMEOUT = 1.0
 # The RQ queue the LLM jobs go to.
 MPBOT_QUEUE = "mpbot"

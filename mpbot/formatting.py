@@ -12,8 +12,10 @@ _BULLET = re.compile(r"^(\s*)[-*+]\s+(\[[ xX]\]\s+)?")
 _QUOTE = re.compile(r"^\s{0,3}>\s?")
 _RULE = re.compile(r"^\s{0,3}([-*_])(\s*\1){2,}\s*$")
 _TABLE_SEP = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$")
-_IMAGE = re.compile(r"!\[([^\]]*)\]\([^)]*\)")
-_LINK = re.compile(r"\[([^\]]+)\]\((\S+?)(?:\s+\"[^\"]*\")?\)")
+# Lengths are bounded so that text the model wrote cannot make a match quadratic ("![" x 15,000
+# took 2 s): a label past 500 characters or a URL past 2,000 is left as it is.
+_IMAGE = re.compile(r"!\[([^\]\n]{0,500})\]\([^)\n]{0,2000}\)")
+_LINK = re.compile(r"\[([^\]\n]{1,500})\]\((\S{1,1000}?)(?:\s+\"[^\"\n]{0,500}\")?\)")
 _BOLD = re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1")
 _ITALIC = re.compile(r"(?<![\w*])\*(?=\S)([^*\n]+?)(?<=\S)\*(?![\w*])")
 _STRIKE = re.compile(r"~~(?=\S)(.+?)(?<=\S)~~")
@@ -23,7 +25,9 @@ _BLANKS = re.compile(r"\n{3,}")
 # in a reply, WeChat shows its error; in a page or a pushed message, the encoder fails.
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 # An anchor the model wrote: WeChat would show it as a link whose text can hide where it goes.
-_ANCHOR = re.compile(r"<\s*a\b[^>]*?\bhref\s*=\s*([\"']?)([^\"'>\s]*)\1[^>]*>(.*?)<\s*/\s*a\s*>", re.I | re.S)
+_ANCHOR = re.compile(
+    r"<\s*a\b[^>]{0,500}?\bhref\s*=\s*([\"']?)([^\"'>\s]{0,2000})\1[^>]{0,500}>(.{0,1000}?)<\s*/\s*a\s*>", re.I | re.S
+)
 _TAG_A = re.compile(r"<(?=\s*/?\s*a\b)", re.I)
 # Where a cut may fall, best first: a paragraph, a line, a sentence, a clause, a word.
 _BOUNDARIES = (

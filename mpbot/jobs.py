@@ -19,6 +19,7 @@ from rq.job import Job
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 from rq.timeouts import TimerDeathPenalty
+from rq.utils import now as utcnow
 from rq.worker import SimpleWorker
 
 from .errors import LLMError, StoreError
@@ -194,25 +195,44 @@ class Worker(SimpleWorker):
         self._slots = threading.BoundedSemaphore(self.threads)
         self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="rq-job")
         self._beating = threading.Event()
+        self._store_failed_at = float("-inf")  # when this worker last found Redis away or slow
+        self._beat_at = time.monotonic()  # when the last heartbeat that came back was sent
         threading.Thread(target=self._beat, name="rq-job-heartbeat", daemon=True).start()
 
     def get_heartbeat_ttl(self, job, working_time: float = 0.0) -> int:
         return self.job_ttl
 
     def _beat(self) -> None:
-        """Renew the registry entry of every job this worker runs, until the worker stops."""
+        """Renew the registry entry of every job this worker runs, until the worker stops; with
+        none running, see that Redis answers (so that maintenance knows of an outage)."""
         while not self._beating.wait(self.HEARTBEAT):
             executions = list(self.executions.values())
-            if not executions or not self.queues:
-                continue
-            registry = StartedJobRegistry(queue=self.queues[0])
+            sent = time.monotonic()
             try:
-                with self.connection.pipeline() as pipe:
-                    for execution in executions:
-                        execution.heartbeat(registry, self.job_ttl, pipe)
-                    pipe.execute()
+                if not executions or not self.queues:
+                    self.connection.ping()
+                else:
+                    registry = StartedJobRegistry(queue=self.queues[0])
+                    with self.connection.pipeline() as pipe:
+                        for execution in executions:
+                            execution.heartbeat(registry, self.job_ttl, pipe)
+                        pipe.execute()
             except RedisError as exc:
+                self._store_failed_at = time.monotonic()
                 log.warning("heartbeat of %d running job(s) failed: %s", len(executions), exc)
+                continue
+            if time.monotonic() - sent > self.HEARTBEAT:  # Redis hung (this connection waits it out)
+                self._store_failed_at = time.monotonic()
+            self._beat_at = sent
+
+    def run_maintenance_tasks(self) -> None:
+        # While Redis is away, or just after, every job's heartbeat lapses, the living ones' too:
+        # give their workers a TTL to renew them before any is taken for dead and run twice.
+        now = time.monotonic()
+        if now - self._store_failed_at < self.job_ttl + 2 * self.HEARTBEAT or now - self._beat_at > 3 * self.HEARTBEAT:
+            self.last_cleaned_at = utcnow()
+            return
+        super().run_maintenance_tasks()
 
     @property
     def dequeue_timeout(self) -> int:

@@ -91,18 +91,21 @@ class LLM:
 
         A 429, a 5xx, a refused connection, a stream that breaks off, or an endpoint that sends
         nothing for ``MPBOT_FIRST_TOKEN_TIMEOUT`` seconds (before its first token, or between two)
-        is tried again, after
+        is tried again (a silent one with twice the patience each time), after
         0.5, 1, 2, ... s (or the endpoint's Retry-After), up to ``MPBOT_LLM_RETRIES`` times, as
         long as ``MPBOT_LLM_TIMEOUT`` (the deadline for the whole answer) allows. A call that
         hangs is cut at the deadline, so a job never outlives its RQ job timeout.
         """
         deadline = time.monotonic() + self.timeout
-        attempt = 0
+        attempt = stalled = 0
         while True:
             try:
-                return self._attempt(messages, on_text, deadline)
+                # Each silent attempt doubles the next one's patience: a model that takes long to
+                # begin (a long prompt on a local model, a reasoning model) still gets its turn.
+                return self._attempt(messages, on_text, deadline, self.silence * 2**stalled)
             except LLMError as exc:
                 attempt += 1
+                stalled += exc.kind == "stalled"
                 if exc.kind not in RETRYABLE or attempt > self.retries:
                     raise
                 pause = exc.retry_after if exc.retry_after is not None else 0.5 * 2 ** (attempt - 1)
@@ -112,14 +115,14 @@ class LLM:
                 log.info("model call failed (%s), trying again in %.1f s (retry %d)", exc.kind, pause, attempt)
                 time.sleep(pause)
 
-    def _attempt(self, messages, on_text, deadline: float) -> str:
+    def _attempt(self, messages, on_text, deadline: float, silence: float) -> str:
         raw, finish_reason, refusal = "", None, ""
         remaining = deadline - time.monotonic()
         watchdog = None
         try:
             # The read timeout is the longest silence: before the response, before the first
             # token, or between two tokens.
-            timeout = openai.Timeout(remaining, read=min(self.silence, remaining))
+            timeout = openai.Timeout(remaining, read=min(silence, remaining))
             stream = self.client.chat.completions.create(
                 model=self.model, messages=messages, max_tokens=self.max_tokens, stream=True, timeout=timeout
             )
@@ -153,7 +156,7 @@ class LLM:
                 raise LLMError("timeout", f"no complete answer in {self.timeout:g} s") from exc
             # (A read timeout while the stream runs comes from openai's HTTP client as it is.)
             if isinstance(exc, openai.APITimeoutError) or "Timeout" in type(exc).__name__:
-                raise LLMError("stalled", f"nothing from the endpoint for {self.silence:g} s") from exc
+                raise LLMError("stalled", f"nothing from the endpoint for {silence:g} s") from exc
             raise llm_error(exc) from exc
         finally:
             if watchdog is not None:

@@ -9,6 +9,7 @@ that lets only their own nonce'd script run.
 
 import html
 import secrets
+import sys
 
 from markdown_it import MarkdownIt
 
@@ -39,8 +40,20 @@ _MD = _markdown()
 
 def markdown_html(text: str) -> str:
     """Markdown (from the model) as HTML that is safe to put in the page (and to encode: no
-    lone surrogates)."""
-    return _MD.render(xml_safe(text))
+    lone surrogates). Rendered off the event loop: see off_the_loop."""
+    return off_the_loop(_MD.render, xml_safe(text))
+
+
+def off_the_loop(work, *args):
+    """``work(*args)``, in a real thread when this process runs gevent (gunicorn's worker), so
+    that text the model wrote to be slow to render (markdown-it takes seconds on some shapes)
+    holds up one page, not every request of the process; directly otherwise."""
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is None or not monkey.is_module_patched("threading"):
+        return work(*args)
+    import gevent
+
+    return gevent.get_hub().threadpool.apply(work, args)
 
 
 def status_text(config, answer: Answer) -> str:

@@ -100,20 +100,22 @@ class RedisStore:
 
     # A blocking read (a delivery waiting for its answer) asks Redis in slices this long, so that
     # a Redis that stops answering is noticed within a slice, not at the end of the wait.
-    BLOCK_SLICE = 1.0
+    BLOCK_SLICE = 0.5
 
     def __init__(self, config) -> None:
         timeout = config.MPBOT_REDIS_TIMEOUT
-        # A Redis that hangs (stopped, not refusing) fails a command within timeout + one slice
-        # of a blocking read, and is not asked again (a dropped connection is: Redis restarted),
-        # so a delivery answers with an apology while WeChat still waits.
+        # A Redis that stalls for up to twice the timeout still answers (a blocking read sent
+        # during the stall waits for it, then for its slice); one that hangs (stopped, not
+        # refusing) fails a command within 2 x timeout + one slice and is not asked again (a
+        # dropped connection is: Redis restarted), so a delivery answers with an apology while
+        # WeChat still waits.
         pool = redis.BlockingConnectionPool.from_url(
             config.REDIS_URL,
             max_connections=config.MPBOT_REDIS_MAX_CONNECTIONS,
             timeout=2,
             decode_responses=True,
             socket_connect_timeout=timeout,
-            socket_timeout=timeout + self.BLOCK_SLICE,
+            socket_timeout=2 * timeout + self.BLOCK_SLICE,
             retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
             health_check_interval=30,
         )

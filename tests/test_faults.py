@@ -224,3 +224,21 @@ def test_a_model_that_accepts_and_stays_silent_is_asked_again_after_the_first_to
     (first, _), (second, _) = fake_llm.span("沉默"), [e[1:3] for e in fake_llm.timeline if e[0] == "沉默"][1]
     assert fake_llm.calls_for("沉默") == 2 and second - first < 2.0, f"asked again after {second - first:.1f} s"
     assert wechat.reply_text(log[-1].body) == "答：沉默", "the new attempt answers within WeChat's window"
+
+
+def test_a_model_slow_to_begin_is_given_more_patience_each_attempt(make_bot, fake_llm, mode):
+    """A model that takes 2.5 s to begin, with a 1 s first-token setting: the attempts wait 1 s,
+    2 s, then 4 s, and the third answers (the answer is not lost to a fixed limit)."""
+    if mode == "redis":
+        pytest.skip("the workers' settings are set at their start; embedded covers it")
+    wechat = make_bot(MPBOT_FIRST_TOKEN_TIMEOUT=1.0, MPBOT_LLM_RETRIES=3)
+    in_session(wechat)
+    fake_llm.rules["慢启动"] = Rule(latency=2.5)
+    wechat.deliver(text_xml("慢启动", wechat.new_msgid()))
+    deadline = time.monotonic() + 15
+    while fake_llm.calls_for("慢启动") < 3 or fake_llm.timeline[-1][2] is None:
+        assert time.monotonic() < deadline, "no third attempt"
+        time.sleep(0.1)
+    time.sleep(0.3)
+    assert wechat.say("继续") == "关于「慢启动」：\n\n答：慢启动"
+    assert fake_llm.calls_for("慢启动") == 3

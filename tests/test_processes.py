@@ -1,17 +1,20 @@
 """Faults on the real processes (gunicorn from the Procfile, RQ workers, redis-server), through
 bench/faults.py: a web process killed between deliveries, SIGTERM mid-answer, Redis restarted,
-model errors. (The killed RQ worker takes RQ over a minute to notice: `make faults` runs it.)"""
+model errors; a worker killed mid-answer; Redis paused or briefly busy under a waiting delivery."""
 
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 import redis
 
 from conftest import FAST, ROOT, SHARED, run_workers
-from fakes import Rule, WeChat, serve, text_xml
+from fakes import Rule, WeChat, free_port, serve, text_xml
 from mpbot.web import create_app
 
 # The real processes.
@@ -42,7 +45,6 @@ def test_a_worker_killed_mid_answer_has_its_job_run_again_within_seconds(
     """SIGKILL the worker process running a job: its heartbeat lapses (MPBOT_RQ_JOB_TTL, 10 s),
     the next maintenance pass (MPBOT_RQ_MAINTENANCE, 5 s) on the other worker runs it again, and
     the answer is whole and readable within 30 s of the kill, with two model calls at most."""
-    import signal
 
     from rq import Queue, Worker
     from rq.registry import StartedJobRegistry
@@ -80,3 +82,69 @@ def test_a_worker_killed_mid_answer_has_its_job_run_again_within_seconds(
             server.shutdown()
             server.server_close()
             app.mpbot.close()
+
+
+@pytest.fixture
+def paused_redis(tmp_path, worker_env, fake_llm_server):
+    """Its own redis-server (this test stops it), RQ workers and a web app on it, WeChat's timings."""
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            shutil.which("redis-server"),
+            *("--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"),
+            *("--enable-debug-command", "local"),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    time.sleep(0.3)
+    url = f"redis://127.0.0.1:{port}/0"
+    env = {**worker_env, "REDIS_URL": url}
+    with run_workers(env, 2, tmp_path / "workers.log"):
+        app = create_app({**SHARED, "REDIS_URL": url, "OPENAI_BASE_URL": fake_llm_server[1]})
+        web, http = serve(app)
+        try:
+            yield {
+                "process": server,
+                "url": url,
+                "app": app,
+                "wechat": WeChat(web, SHARED["WECHAT_TOKEN"], timeout=5.0),
+            }
+        finally:
+            server.send_signal(signal.SIGCONT)
+            http.shutdown()
+            http.server_close()
+            app.mpbot.close()
+    server.terminate()
+    server.wait(5)
+
+
+def test_a_redis_pause_longer_than_a_heartbeat_does_not_run_a_living_job_twice(paused_redis, fake_llm):
+    """Redis stopped for 12 s while a job waits 19 s for the model: every heartbeat lapses with
+    Redis, but no worker takes the living job for dead: one model call, one turn of history."""
+    wechat, process = paused_redis["wechat"], paused_redis["process"]
+    assert "对话已开始" in wechat.say("/chatgpt", openid="paused")
+    fake_llm.rules["长回答"] = Rule(latency=19)
+    msgid = wechat.new_msgid()
+    threading.Thread(target=lambda: wechat.deliver(text_xml("长回答", msgid, "paused")), daemon=True).start()
+    time.sleep(1.0)
+    process.send_signal(signal.SIGSTOP)
+    time.sleep(12)
+    process.send_signal(signal.SIGCONT)
+    final = paused_redis["app"].mpbot.answers.wait(str(msgid), timeout=40)
+    assert final is not None and final["state"] == "done"
+    time.sleep(8)  # a second run, had there been one, would have begun by now
+    assert fake_llm.calls_for("长回答") == 1
+
+
+def test_a_redis_that_stalls_briefly_still_answers_the_waiting_delivery(paused_redis, fake_llm):
+    """Redis busy for 1.5 s (DEBUG SLEEP) while a delivery waits for its answer: it still answers."""
+    wechat = paused_redis["wechat"]
+    assert "对话已开始" in wechat.say("/chatgpt", openid="stalled")
+    fake_llm.rules["稍等"] = Rule(latency=3)
+    client = redis.Redis.from_url(paused_redis["url"])
+    threading.Timer(1.0, lambda: client.execute_command("DEBUG", "SLEEP", "1.5")).start()
+    try:
+        assert wechat.say("稍等", openid="stalled") == "答：稍等"
+    finally:
+        time.sleep(1.0)
+        client.close()

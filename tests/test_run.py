@@ -1,10 +1,12 @@
 """`make run`'s command and the Procfile, as processes: gunicorn, RQ workers, the banner."""
 
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
@@ -12,7 +14,7 @@ import pytest
 import requests
 
 from conftest import ROOT
-from fakes import WeChat, free_port
+from fakes import Rule, WeChat, free_port
 
 # The real processes.
 pytestmark = pytest.mark.slow
@@ -125,4 +127,29 @@ def test_clients_that_connect_and_stall_take_no_answer_away(tmp_path, llm_url, f
     finally:
         for sock in stalled:
             sock.close()
+        stop(process)
+
+
+def test_an_answer_slow_to_render_holds_up_its_page_not_the_process(tmp_path, llm_url, fake_llm):
+    """Model text shaped to be slow to render (markdown-it takes about 1.4 s on "![" x 15,000):
+    while the history page renders three of them, a command to the same process answers at once."""
+    process, url = start(tmp_path, {"WECHAT_TOKEN": "tok", "OPENAI_BASE_URL": llm_url, "OPENAI_API_KEY": "k"})
+    try:
+        wechat = WeChat(url, "tok")
+        assert "对话已开始" in wechat.say("/chatgpt")
+        for n in range(3):
+            fake_llm.rules[f"慢渲染{n}"] = Rule(content="![" * 15000)
+            wechat.say(f"慢渲染{n}")
+        link = re.search(r'href="(https?://[^"]+)"', wechat.say("/history")).group(1)
+        history = url + "/history/" + link.split("/history/", 1)[1]  # (PUBLIC_URL names another port)
+        page = {}
+        thread = threading.Thread(target=lambda: page.update(status=requests.get(history, timeout=60).status_code))
+        thread.start()
+        time.sleep(0.3)
+        started = time.monotonic()
+        assert "可用命令" in wechat.say("/help")
+        assert time.monotonic() - started < 1.0, "a command waited for another request's rendering"
+        thread.join(60)
+        assert page["status"] == 200
+    finally:
         stop(process)
