@@ -10,6 +10,7 @@ is exactly one worker; with Redis, ``WEB_CONCURRENCY`` workers share it.
 import os
 import resource
 import sys
+import warnings
 
 from mpbot import startup
 from mpbot.config import load_config
@@ -25,6 +26,15 @@ if _problem:
     print(f"error: {_problem}", file=sys.stderr, flush=True)
     raise SystemExit(1)
 worker_class = "gevent"
+# The check above imports redis here, in the master, and redis-py's asyncio client (which the bot
+# never uses) takes names from ssl directly: each worker's gevent patching then warns at every
+# start, and an admin reads it as a fault. Only that warning is silenced; one that names any
+# other module still shows.
+warnings.filterwarnings(
+    "ignore",
+    message=r"Monkey-patching ssl after ssl has already been imported.*"
+    r"\(NOT patched\): \['redis\.asyncio\.connection \([^)]*\)'\]",
+)
 worker_connections = _config.MPBOT_WEB_CONNECTIONS
 # Each connection is a file descriptor: let a worker hold them all (and its Redis connections),
 # where the system allows it, rather than stop accepting at the usual soft limit of 1024.
