@@ -31,6 +31,13 @@ from .moderation import Moderator
 
 log = logging.getLogger(__name__)
 
+# How long a finished job keeps trying to write its final event while the store is away (a Redis
+# restart takes seconds), and how often; never past its RQ job timeout (MPBOT_LLM_TIMEOUT + 30 s).
+FINAL_PATIENCE = 30.0
+FINAL_RETRY_PAUSE = 1.0
+# An RQ job's timeout is MPBOT_LLM_TIMEOUT plus this.
+JOB_TIMEOUT_MARGIN = 30
+
 
 class Streamer:
     """Writes a growing answer to the store at most every ``MPBOT_STREAM_INTERVAL`` seconds (the
@@ -45,6 +52,7 @@ class Streamer:
         self.written = ""
         self.last = -interval
         self.first_text_at: float | None = None
+        self.store_failed = False
 
     def __call__(self, raw: str) -> None:
         now = time.monotonic()
@@ -59,11 +67,45 @@ class Streamer:
             if self.moderator.hook is not None:
                 return  # nothing is shown before the hook has allowed the whole answer
         if text.startswith(self.written):
-            if len(text) > len(self.written):
-                self.answers.publish(self.msgid, {"state": "delta", "text": text[len(self.written) :]})
+            event = {"state": "delta", "text": text[len(self.written) :]} if len(text) > len(self.written) else None
         else:
-            self.answers.publish(self.msgid, {"state": "snapshot", "text": text})
-        self.written, self.last = text, now
+            event = {"state": "snapshot", "text": text}
+        self.last = now
+        try:
+            if event is not None:
+                self.answers.publish(self.msgid, event)
+        except StoreError as exc:
+            # A piece that cannot be written is not worth the answer: the model goes on, the next
+            # write carries what this one missed, and the final event carries the whole text.
+            if not self.store_failed:
+                log.warning("job msgid=%s: a piece of the answer could not be written, going on: %s", self.msgid, exc)
+            self.store_failed = True
+            return
+        self.written = text
+
+
+def publish_final(answers, msgid: str, event: dict, patience: float) -> None:
+    """Write the answer's final event, trying again for up to ``patience`` seconds while the store
+    is away (Redis restarting or stalled): the answer is in hand, and giving up would lose it or,
+    through RQ's retry, run the model a second time."""
+    deadline = time.monotonic() + patience
+    failed_at = None
+    while True:
+        try:
+            answers.publish(msgid, event)
+        except StoreError as exc:
+            if time.monotonic() >= deadline:
+                log.error("job msgid=%s: the final event could not be written for %g s: %s", msgid, patience, exc)
+                raise
+            if failed_at is None:
+                failed_at = time.monotonic()
+                log.warning("job msgid=%s: the final event could not be written, trying again: %s", msgid, exc)
+            time.sleep(FINAL_RETRY_PAUSE)
+            continue
+        if failed_at is not None:
+            took = time.monotonic() - failed_at
+            log.info("job msgid=%s: the final event written %.1f s after the first try", msgid, took)
+        return
 
 
 def run_answer(services, msgid: str, sid: str, question: str, openid: str | None) -> None:
@@ -100,7 +142,11 @@ def run_answer(services, msgid: str, sid: str, question: str, openid: str | None
             log.exception("job msgid=%s outcome=crash", msgid)
             event = {"state": "error", "kind": "store" if isinstance(exc, StoreError) else "internal"}
         # First the answer, which wakes the waiting deliveries; the bookkeeping after it.
-        answers.publish(msgid, event)
+        # The model's outcome is worth waiting for the store; a job that failed before it (the
+        # store away at its start) tries once, and RQ's retry runs it again.
+        left = config.MPBOT_LLM_TIMEOUT + JOB_TIMEOUT_MARGIN - 5 - (time.monotonic() - started)
+        patience = 0.0 if event.get("kind") in ("store", "internal") else max(0.0, min(FINAL_PATIENCE, left))
+        publish_final(answers, msgid, event, patience)
         if event["state"] == "done":
             services.sessions.append(sid, question, event["text"])
             metrics.observe("llm_seconds", llm_ended - llm_started)
@@ -278,7 +324,7 @@ class RQRunner:
     def __init__(self, config, store) -> None:
         self.queue = Queue(config.MPBOT_QUEUE, connection=store.rq_redis, serializer=JSONSerializer)
         self.options = dict(
-            job_timeout=int(config.MPBOT_LLM_TIMEOUT) + 30,
+            job_timeout=int(config.MPBOT_LLM_TIMEOUT) + JOB_TIMEOUT_MARGIN,
             ttl=int(config.MPBOT_ANSWER_TTL),
             result_ttl=600,
             failure_ttl=int(config.MPBOT_ANSWER_TTL),

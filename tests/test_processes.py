@@ -148,3 +148,33 @@ def test_a_redis_that_stalls_briefly_still_answers_the_waiting_delivery(paused_r
     finally:
         time.sleep(1.0)
         client.close()
+
+
+def test_an_answer_that_ends_while_redis_is_paused_is_kept(paused_redis, fake_llm):
+    """The model finishes while Redis is stopped (SIGSTOP, 8 s): the job keeps its answer and
+    writes it when Redis returns. One model call, and the subscriber's next message reads it.
+    (Before, the job's writes failed: its answer was lost, or RQ's retry asked the model again.)"""
+    wechat, process = paused_redis["wechat"], paused_redis["process"]
+    assert "对话已开始" in wechat.say("/chatgpt", openid="kept")
+    fake_llm.rules["暂停时写完"] = Rule(latency=2.5, content="暂停时写完的回答。")
+    msgid = wechat.new_msgid()
+    asked = time.monotonic()
+    threading.Thread(target=lambda: wechat.deliver(text_xml("暂停时写完", msgid, "kept")), daemon=True).start()
+    time.sleep(1.0)
+    process.send_signal(signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + 10
+        while fake_llm.timeline[-1][2] is None:  # the model has sent its whole answer
+            assert time.monotonic() < deadline, "the model call did not end"
+            time.sleep(0.1)
+        time.sleep(6)
+    finally:
+        process.send_signal(signal.SIGCONT)
+    final = paused_redis["app"].mpbot.answers.wait(str(msgid), timeout=20)
+    assert final is not None and final["state"] == "done", final
+    assert final["text"] == "暂停时写完的回答。"
+    # The delivery apologised while Redis was away; once the message's window is over (WeChat
+    # would have sent its last delivery by 15 s), the next message reads the answer.
+    time.sleep(max(0.0, asked + 16 - time.monotonic()))
+    assert "暂停时写完的回答。" in wechat.say("继续", openid="kept")
+    assert fake_llm.calls_for("暂停时写完") == 1
