@@ -30,6 +30,16 @@ def test_markdown_from_the_model_reads_as_plain_wechat_text(bot, fake_llm):
     assert bot.say("md") == "【标题】\n\n粗体 和 斜体 和 代码\n\n• 第一\n• 第二\n\nprint('hi')\n\n链接 (https://x.cn)"
 
 
+def test_emphasis_links_and_parentheses_in_urls_read_as_plain_text():
+    assert markdown_to_text("**粗体**、__粗__、~~删~~ 和 *斜*") == "粗体、粗、删 和 斜"
+    assert (
+        markdown_to_text('见[维基](https://zh.wikipedia.org/wiki/Python_(编程)) 和 [官网](https://python.org "标题")')
+        == "见维基 (https://zh.wikipedia.org/wiki/Python_(编程)) 和 官网 (https://python.org)"
+    )
+    # A marker inside emphasis keeps the text as written rather than guess where it ends.
+    assert markdown_to_text("**2*3** 等于 6") == "**2*3** 等于 6"
+
+
 def test_reasoning_blocks_are_removed(bot, fake_llm):
     in_session(bot)
     fake_llm.rules["think"] = Rule(content="<think>\n用户想知道……让我想想\n</think>\n\n答案是 4。")

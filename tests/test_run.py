@@ -158,3 +158,24 @@ def test_an_answer_slow_to_render_holds_up_its_page_not_the_process(tmp_path, ll
         assert page["status"] == 200
     finally:
         stop(process)
+
+
+def test_an_answer_of_markers_holds_up_no_other_subscriber(tmp_path, llm_url, fake_llm):
+    """An answer that is one long line of Markdown markers ("**x " x 12,000) is made plain text
+    for the chat in the web process: meanwhile another subscriber's command answers at once
+    (it waited 6 s, past WeChat's 5, when emphasis was matched once per marker)."""
+    process, url = start(tmp_path, {"WECHAT_TOKEN": "tok", "OPENAI_API_KEY": "k", "OPENAI_BASE_URL": llm_url})
+    try:
+        wechat = WeChat(url, "tok", timeout=30)
+        assert "对话已开始" in wechat.say("/chatgpt")
+        for marker in ("**", "~~", "__"):
+            fake_llm.rules[f"标记{marker}"] = Rule(content=f"{marker}x " * 12000)
+            asking = threading.Thread(target=lambda m=marker: wechat.say(f"标记{m}"))
+            asking.start()
+            time.sleep(1.0)
+            started = time.monotonic()
+            assert "可用命令" in wechat.say("/help", openid="someone-else")
+            assert time.monotonic() - started < 1.0, f"{marker}: a command waited for another reply's formatting"
+            asking.join(30)
+    finally:
+        stop(process)
