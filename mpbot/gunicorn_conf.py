@@ -29,11 +29,11 @@ worker_class = "gevent"
 # The check above imports redis here, in the master, and redis-py's asyncio client (which the bot
 # never uses) takes names from ssl directly: each worker's gevent patching then warns at every
 # start, and an admin reads it as a fault. Only that warning is silenced; one that names any
-# other module still shows.
+# other module, or a subclass of ssl's classes, still shows.
 warnings.filterwarnings(
     "ignore",
     message=r"Monkey-patching ssl after ssl has already been imported.*"
-    r"\(NOT patched\): \['redis\.asyncio\.connection \([^)]*\)'\]",
+    r"\(NOT patched\): \['redis\.asyncio\.connection \([^)]*\)'\]\. \Z",
 )
 worker_connections = _config.MPBOT_WEB_CONNECTIONS
 # Each connection is a file descriptor: let a worker hold them all (and its Redis connections),
