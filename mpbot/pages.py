@@ -10,6 +10,9 @@ that lets only their own nonce'd script run.
 import html
 import secrets
 import sys
+import threading
+import time
+from collections import OrderedDict
 
 from markdown_it import MarkdownIt
 
@@ -40,20 +43,54 @@ _MD = _markdown()
 
 def markdown_html(text: str) -> str:
     """Markdown (from the model) as HTML that is safe to put in the page (and to encode: no
-    lone surrogates). Rendered off the event loop: see off_the_loop."""
-    return off_the_loop(_MD.render, xml_safe(text))
+    lone surrogates). Rendered off the event loop (see off_the_loop); a text that was slow to
+    render is remembered, so reloading its page costs nothing."""
+    text = xml_safe(text)
+    with _SLOW_LOCK:
+        cached = _SLOW.get(text)
+        if cached is not None:
+            _SLOW.move_to_end(text)
+            return cached
+    if len(text) <= INLINE_RENDER:  # milliseconds at most, whatever its shape: not worth a queue
+        return _MD.render(text)
+    started = time.monotonic()
+    rendered = off_the_loop(_MD.render, text)
+    if time.monotonic() - started >= SLOW_RENDER:
+        with _SLOW_LOCK:
+            _SLOW[text] = rendered
+            while len(_SLOW) > SLOW_KEPT:
+                _SLOW.popitem(last=False)
+    return rendered
+
+
+# Texts up to this many characters are rendered where they are asked for (markdown-it takes up to
+# 70 ms per 1,000 characters of the slowest shapes found).
+INLINE_RENDER = 500
+# Renders that took this long (seconds) are kept, the last SLOW_KEPT of them, in each process.
+SLOW_RENDER = 0.05
+SLOW_KEPT = 32
+_SLOW: OrderedDict[str, str] = OrderedDict()
+_SLOW_LOCK = threading.Lock()
+# Renders at once in a gevent process: each holds the interpreter's lock while it runs, so more
+# would take it from the event loop that answers WeChat. Their own pool: gevent's shared one also
+# resolves host names, which must not wait behind a render.
+RENDER_THREADS = 2
+_pool = None
 
 
 def off_the_loop(work, *args):
     """``work(*args)``, in a real thread when this process runs gevent (gunicorn's worker), so
     that text the model wrote to be slow to render (markdown-it takes seconds on some shapes)
-    holds up one page, not every request of the process; directly otherwise."""
+    holds up pages, not every request of the process; directly otherwise."""
+    global _pool
     monkey = sys.modules.get("gevent.monkey")
     if monkey is None or not monkey.is_module_patched("threading"):
         return work(*args)
-    import gevent
+    if _pool is None:  # made in the worker process, after gunicorn forked it
+        from gevent.threadpool import ThreadPool
 
-    return gevent.get_hub().threadpool.apply(work, args)
+        _pool = ThreadPool(RENDER_THREADS)
+    return _pool.apply(work, args)
 
 
 def status_text(config, answer: Answer) -> str:

@@ -135,27 +135,41 @@ def test_clients_that_connect_and_stall_take_no_answer_away(tmp_path, llm_url, f
         stop(process)
 
 
-def test_an_answer_slow_to_render_holds_up_its_page_not_the_process(tmp_path, llm_url, fake_llm):
-    """Model text shaped to be slow to render (markdown-it takes about 1.4 s on "![" x 15,000):
-    while the history page renders three of them, a command to the same process answers at once."""
+def test_answers_slow_to_render_hold_up_neither_the_process_nor_short_pages(tmp_path, llm_url, fake_llm):
+    """Model text shaped to be slow to render (markdown-it takes about 1.4 s on "![" x 15,000).
+    While two loads of a history page render three of them, a command answers at once and
+    another subscriber's history page opens at once; a reload of the slow page is then quick."""
     process, url = start(tmp_path, {"WECHAT_TOKEN": "tok", "OPENAI_BASE_URL": llm_url, "OPENAI_API_KEY": "k"})
+
+    def history_of(openid):
+        link = re.search(r'href="(https?://[^"]+)"', wechat.say("/history", openid=openid)).group(1)
+        return url + "/history/" + link.split("/history/", 1)[1]  # (PUBLIC_URL names another port)
+
+    def timed_get(page):
+        started = time.monotonic()
+        assert requests.get(page, timeout=60).status_code == 200
+        return time.monotonic() - started
+
     try:
         wechat = WeChat(url, "tok")
-        assert "对话已开始" in wechat.say("/chatgpt")
+        for openid in ("slow", "short"):
+            assert "对话已开始" in wechat.say("/chatgpt", openid=openid)
         for n in range(3):
-            fake_llm.rules[f"慢渲染{n}"] = Rule(content="![" * 15000)
-            wechat.say(f"慢渲染{n}")
-        link = re.search(r'href="(https?://[^"]+)"', wechat.say("/history")).group(1)
-        history = url + "/history/" + link.split("/history/", 1)[1]  # (PUBLIC_URL names another port)
-        page = {}
-        thread = threading.Thread(target=lambda: page.update(status=requests.get(history, timeout=60).status_code))
-        thread.start()
+            fake_llm.rules[f"慢渲染{n}"] = Rule(content="![" * 15000 + str(n))
+            wechat.say(f"慢渲染{n}", openid="slow")
+        assert wechat.say("短问题", openid="short") == "答：短问题"
+        slow, short = history_of("slow"), history_of("short")
+        loads = [threading.Thread(target=timed_get, args=(slow,)) for _ in range(2)]
+        for load in loads:
+            load.start()
         time.sleep(0.3)
         started = time.monotonic()
         assert "可用命令" in wechat.say("/help")
         assert time.monotonic() - started < 1.0, "a command waited for another request's rendering"
-        thread.join(60)
-        assert page["status"] == 200
+        assert timed_get(short) < 1.0, "a short page waited behind the slow ones"
+        for load in loads:
+            load.join(60)
+        assert timed_get(slow) < 0.5, "a slow render was not kept"
     finally:
         stop(process)
 
