@@ -33,8 +33,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import CollectorRegistry
 
 from .errors import StoreError
+from .green import store_deadline
 
 log = logging.getLogger(__name__)
+
+# Seconds a count may wait for Redis (under gevent) before it is dropped.
+WAIT = 0.5
 
 BUCKETS = (0.5, 1, 2, 3, 5, 8, 10, 12, 15, 20, 30, 60, 120)
 
@@ -87,7 +91,10 @@ class Metrics:
 
     def _add(self, amounts: dict[str, float]) -> None:
         try:
-            self.store.add(self.key, amounts, self.ttl)
+            # A count is not worth a delivery's time: one that Redis does not take at once is
+            # dropped, rather than hold a reply already decided for a whole socket timeout.
+            with store_deadline(WAIT, "a count"):
+                self.store.add(self.key, amounts, self.ttl)
         except StoreError as exc:
             log.debug("metrics not counted: %s", exc)
 

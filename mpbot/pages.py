@@ -9,13 +9,13 @@ that lets only their own nonce'd script run.
 
 import html
 import secrets
-import sys
 import threading
 import time
 from collections import OrderedDict
 
 from markdown_it import MarkdownIt
 
+from . import green
 from .answers import Answer
 from .formatting import xml_safe
 
@@ -83,8 +83,7 @@ def off_the_loop(work, *args):
     that text the model wrote to be slow to render (markdown-it takes seconds on some shapes)
     holds up pages, not every request of the process; directly otherwise."""
     global _pool
-    monkey = sys.modules.get("gevent.monkey")
-    if monkey is None or not monkey.is_module_patched("threading"):
+    if not green.patched():
         return work(*args)
     if _pool is None:  # made in the worker process, after gunicorn forked it
         from gevent.threadpool import ThreadPool

@@ -20,6 +20,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from .errors import StoreError
+from .green import store_deadline
 
 START = "0-0"  # the cursor before a stream's first event
 T = TypeVar("T")
@@ -101,6 +102,8 @@ class RedisStore:
     # A blocking read (a delivery waiting for its answer) asks Redis in slices this long, so that
     # a Redis that stops answering is noticed within a slice, not at the end of the wait.
     BLOCK_SLICE = 0.5
+    # How long past its end a waiting read may take before it is cut (under gevent).
+    READ_GRACE = 0.3
 
     def __init__(self, config) -> None:
         timeout = config.MPBOT_REDIS_TIMEOUT
@@ -124,13 +127,14 @@ class RedisStore:
         self.probe = redis.Redis.from_url(
             config.REDIS_URL, socket_timeout=min(timeout, 0.8), socket_connect_timeout=min(timeout, 0.8), retry=None
         )
-        # RQ wants bytes back, and blocks on the queue for minutes: its own client, with a timeout
-        # longer than its longest blocking command.
+        # RQ wants bytes back: its own client, for enqueueing and reading the queue (the workers
+        # block on the queue through their own connection), with the same timeouts, so that a
+        # delivery that enqueues while Redis hangs still apologises in time.
         self.rq_redis = redis.Redis.from_url(
             config.REDIS_URL,
             socket_connect_timeout=timeout,
-            socket_timeout=config.MPBOT_WECHAT_TIMEOUT + 5,
-            retry=Retry(NoBackoff(), 1),
+            socket_timeout=2 * timeout + self.BLOCK_SLICE,
+            retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
             health_check_interval=30,
         )
         self._delete_if = self.redis.register_script(self._DELETE_IF)
@@ -202,7 +206,10 @@ class RedisStore:
             deadline = time.monotonic() + timeout
             while True:
                 left = deadline - time.monotonic()
-                reply = self._call(self.redis.xread, {key: after}, block=max(1, _ms(min(left, self.BLOCK_SLICE))))
+                # A Redis that hangs near the end of the wait must not hold the delivery past it by
+                # a whole socket timeout: the last one would miss WeChat's 5 s.
+                with store_deadline(max(left, 0.0) + self.READ_GRACE, "a waiting read"):
+                    reply = self._call(self.redis.xread, {key: after}, block=max(1, _ms(min(left, self.BLOCK_SLICE))))
                 entries = reply[0][1] if reply else []
                 if entries or left <= self.BLOCK_SLICE:
                     break

@@ -12,6 +12,7 @@ import time
 
 import pytest
 import redis
+import requests
 
 from conftest import FAST, ROOT, SHARED, run_workers
 from fakes import Rule, WeChat, free_port, serve, text_xml
@@ -178,3 +179,50 @@ def test_an_answer_that_ends_while_redis_is_paused_is_kept(paused_redis, fake_ll
     time.sleep(max(0.0, asked + 16 - time.monotonic()))
     assert "暂停时写完的回答。" in wechat.say("继续", openid="kept")
     assert fake_llm.calls_for("暂停时写完") == 1
+
+
+def test_redis_that_hangs_late_in_the_last_delivery_still_gets_the_apology_in_time(paused_redis, fake_llm, tmp_path):
+    """The Procfile's web process (gunicorn, gevent). The answer does not come; Redis stops
+    (SIGSTOP) 4.2 s into WeChat's third delivery, while it waits: the apology still comes within
+    WeChat's 5 s (it came after 6.6 s when the wait's last read waited out its socket timeout)."""
+    port = free_port()
+    env = {**os.environ, **{k: str(v) for k, v in SHARED.items()}, "PYTHONPATH": ROOT}
+    env.update(REDIS_URL=paused_redis["url"], BIND=f"127.0.0.1:{port}", OPENAI_BASE_URL="http://127.0.0.1:9/v1")
+    log = open(tmp_path / "web.log", "w")
+    web = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "--config", "python:mpbot.gunicorn_conf", "wsgi:app"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+    )
+    process = paused_redis["process"]
+    try:
+        wechat = WeChat(f"http://127.0.0.1:{port}", SHARED["WECHAT_TOKEN"], timeout=10.0)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                assert "对话已开始" in wechat.say("/chatgpt", openid="late")
+                break
+            except requests.RequestException:
+                assert time.monotonic() < deadline, (tmp_path / "web.log").read_text()
+                time.sleep(0.2)
+        fake_llm.rules["迟迟不来"] = Rule(latency=60)
+        body = text_xml("迟迟不来", wechat.new_msgid(), "late")
+        for _ in range(2):  # deliveries 1 and 2: WeChat gives up on them
+            with pytest.raises(requests.exceptions.ReadTimeout):
+                wechat.post(body, timeout=0.3)
+        time.sleep(0.3)
+        threading.Timer(4.2, lambda: process.send_signal(signal.SIGSTOP)).start()
+        started = time.monotonic()
+        response = wechat.post(body)
+        took = time.monotonic() - started
+        assert response.status_code == 200
+        assert "稍后再试" in wechat.reply_text(response.text)
+        assert took < 5.0, f"the last delivery answered after {took:.2f} s"
+    finally:
+        process.send_signal(signal.SIGCONT)
+        web.send_signal(signal.SIGTERM)
+        web.wait(20)
+        log.close()
