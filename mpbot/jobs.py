@@ -267,6 +267,9 @@ class Worker(SimpleWorker):
                 self._store_failed_at = time.monotonic()
                 log.warning("heartbeat of %d running job(s) failed: %s", len(executions), exc)
                 continue
+            except Exception:  # the thread must live on: without it, living jobs look dead
+                log.exception("heartbeat of %d running job(s) failed", len(executions))
+                continue
             if time.monotonic() - sent > self.HEARTBEAT:  # Redis hung (this connection waits it out)
                 self._store_failed_at = time.monotonic()
             self._beat_at = sent
@@ -288,9 +291,13 @@ class Worker(SimpleWorker):
 
     def dequeue_job_and_maintain_ttl(self, timeout, max_idle_time=None):
         while not self._slots.acquire(timeout=1):
-            self.heartbeat()  # every thread is busy: stay registered while waiting for one
-            if self.should_run_maintenance_tasks:  # and find the jobs of workers that died
-                self.run_maintenance_tasks()
+            try:
+                self.heartbeat()  # every thread is busy: stay registered while waiting for one
+                if self.should_run_maintenance_tasks:  # and find the jobs of workers that died
+                    self.run_maintenance_tasks()
+            except RedisError as exc:  # the running jobs go on; try again in a second
+                self._store_failed_at = time.monotonic()
+                log.warning("worker heartbeat while every slot is busy failed: %s", exc)
             if self._stop_requested:
                 return None
         result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)

@@ -99,7 +99,7 @@ def paused_redis(tmp_path, worker_env, fake_llm_server):
     )
     time.sleep(0.3)
     url = f"redis://127.0.0.1:{port}/0"
-    env = {**worker_env, "REDIS_URL": url}
+    env = {**worker_env, "REDIS_URL": url, "MPBOT_LLM_TIMEOUT": "60"}  # a job may outlast the pause
     with run_workers(env, 2, tmp_path / "workers.log"):
         app = create_app({**SHARED, "REDIS_URL": url, "OPENAI_BASE_URL": fake_llm_server[1]})
         web, http = serve(app)
@@ -120,18 +120,19 @@ def paused_redis(tmp_path, worker_env, fake_llm_server):
 
 
 def test_a_redis_pause_longer_than_a_heartbeat_does_not_run_a_living_job_twice(paused_redis, fake_llm):
-    """Redis stopped for 12 s while a job waits 19 s for the model: every heartbeat lapses with
-    Redis, but no worker takes the living job for dead: one model call, one turn of history."""
+    """Redis stopped for 12 s while a job waits 38 s for the model: every heartbeat lapses with
+    Redis, but no worker takes the living job for dead, neither while maintenance waits after
+    the outage (a TTL and two beats) nor after: the heartbeats have resumed. One model call."""
     wechat, process = paused_redis["wechat"], paused_redis["process"]
     assert "对话已开始" in wechat.say("/chatgpt", openid="paused")
-    fake_llm.rules["长回答"] = Rule(latency=19)
+    fake_llm.rules["长回答"] = Rule(latency=2, content="长" * 36, pieces=36, piece_delay=1.0)
     msgid = wechat.new_msgid()
     threading.Thread(target=lambda: wechat.deliver(text_xml("长回答", msgid, "paused")), daemon=True).start()
     time.sleep(1.0)
     process.send_signal(signal.SIGSTOP)
     time.sleep(12)
     process.send_signal(signal.SIGCONT)
-    final = paused_redis["app"].mpbot.answers.wait(str(msgid), timeout=40)
+    final = paused_redis["app"].mpbot.answers.wait(str(msgid), timeout=60)
     assert final is not None and final["state"] == "done"
     time.sleep(8)  # a second run, had there been one, would have begun by now
     assert fake_llm.calls_for("长回答") == 1
