@@ -56,7 +56,8 @@ MPBOT_MODEL = "gpt-4o-mini"
 MPBOT_LLM_TIMEOUT = 120.0
 # Seconds the endpoint may stay silent: before its answer begins (a model that accepted the call
 # and sends nothing), or between two pieces of it. Then the call is tried again (a new attempt,
-# as below) with twice the patience (40 s, then 80 s), so a model slow to begin still answers.
+# as below) with twice the patience (40 s, then what is left of MPBOT_LLM_TIMEOUT: about 58 s by
+# default), so a model slow to begin still answers.
 MPBOT_FIRST_TOKEN_TIMEOUT = 20.0
 # Times a failed model call (429, 5xx, connection refused, a stream broken off, silence) is tried again,
 # after 0.5, 1, 2, ... s or the endpoint's Retry-After, while MPBOT_LLM_TIMEOUT allows.
