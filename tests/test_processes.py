@@ -175,9 +175,10 @@ def test_an_answer_that_ends_while_redis_is_paused_is_kept(paused_redis, fake_ll
     final = paused_redis["app"].mpbot.answers.wait(str(msgid), timeout=20)
     assert final is not None and final["state"] == "done", final
     assert final["text"] == "暂停时写完的回答。"
-    # The delivery apologised while Redis was away; once the message's window is over (WeChat
-    # would have sent its last delivery by 15 s), the next message reads the answer.
-    time.sleep(max(0.0, asked + 16 - time.monotonic()))
+    # The delivery apologised while Redis was away; once the message's window is over (16 s from
+    # when the bot took it: WeChat would have sent its last delivery by 15 s), the next message
+    # reads the answer.
+    time.sleep(max(0.0, asked + 17.5 - time.monotonic()))
     assert "暂停时写完的回答。" in wechat.say("继续", openid="kept")
     assert fake_llm.calls_for("暂停时写完") == 1
 
