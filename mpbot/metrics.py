@@ -32,8 +32,8 @@ import logging
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import CollectorRegistry
 
+from . import green
 from .errors import StoreError
-from .green import store_deadline
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +90,19 @@ class Metrics:
         self.ttl = config.MPBOT_METRICS_TTL
 
     def _add(self, amounts: dict[str, float]) -> None:
+        # A count is not worth a delivery's time: in a gevent process it is written by a greenlet
+        # of its own, after the reply has gone, and one that Redis does not take within WAIT
+        # seconds is dropped.
+        if green.patched():
+            import gevent
+
+            gevent.spawn(self._write, amounts)
+        else:
+            self._write(amounts)
+
+    def _write(self, amounts: dict[str, float]) -> None:
         try:
-            # A count is not worth a delivery's time: one that Redis does not take at once is
-            # dropped, rather than hold a reply already decided for a whole socket timeout.
-            with store_deadline(WAIT, "a count"):
+            with green.store_deadline(WAIT, "a count"):
                 self.store.add(self.key, amounts, self.ttl)
         except StoreError as exc:
             log.debug("metrics not counted: %s", exc)

@@ -98,6 +98,18 @@ class RedisStore:
     if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
     return 0
     """
+    # Set KEYS[1] to ARGV[3] for ARGV[4] ms if it still holds ARGV[2] (ARGV[1] "1") or is still
+    # absent (ARGV[1] "0"); 1 if it did.
+    _SWAP_IF = """
+    local current = redis.call('GET', KEYS[1])
+    if ARGV[1] == '1' then
+      if current ~= ARGV[2] then return 0 end
+    elseif current then
+      return 0
+    end
+    redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
+    return 1
+    """
 
     # A blocking read (a delivery waiting for its answer) asks Redis in slices this long, so that
     # a Redis that stops answering is noticed within a slice, not at the end of the wait.
@@ -138,6 +150,7 @@ class RedisStore:
             health_check_interval=30,
         )
         self._delete_if = self.redis.register_script(self._DELETE_IF)
+        self._swap_if = self.redis.register_script(self._SWAP_IF)
 
     def _call(self, fn, *args, **kwargs):
         try:
@@ -189,13 +202,14 @@ class RedisStore:
         return self._pipe(lambda pipe: pipe.incr(key).pexpire(key, _ms(ttl), nx=True))[0]
 
     def update(self, key: str, change: Callable[[str | None], tuple[str, float, T]]) -> T:
-        def transaction(pipe):
-            value, ttl, result = change(pipe.get(key))
-            pipe.multi()
-            pipe.set(key, value, px=_ms(ttl))
-            return result
-
-        return self._call(self.redis.transaction, transaction, key, value_from_callable=True)
+        # Read, change, then write only if the value is still what was read: two round trips
+        # where WATCH/GET/MULTI-EXEC takes three, on every delivery's path.
+        while True:
+            raw = self._call(self.redis.get, key)
+            value, ttl, result = change(raw)
+            expected = ("1", raw) if raw is not None else ("0", "")
+            if self._call(self._swap_if, keys=[key], args=[*expected, value, _ms(ttl)]):
+                return result
 
     def append(self, key: str, event: dict[str, Any], ttl: float) -> None:
         data = {"e": json.dumps(event, ensure_ascii=False)}
