@@ -2,7 +2,7 @@
 
 ``inbox.py`` decides everything, with no I/O. Here each step loads the subscriber's inbox (one
 JSON document per subscriber, ``keys.reader``), applies one transition with the time, saves it
-atomically (WATCH/MULTI in Redis, the store's lock in embedded mode) and then carries out the
+atomically (a compare-and-set in Redis, the store's lock in embedded mode) and then carries out the
 effects the transition returned: the question's first event on its answer's stream, a job for the
 runner, pushing late answers (``push.Courier``).
 """
