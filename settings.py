@@ -16,7 +16,8 @@ WECHAT_APPID = ""
 WECHAT_ENCODING_AES_KEY = ""
 # The key used before the last change in the console; tried when the current one fails.
 WECHAT_PREVIOUS_ENCODING_AES_KEY = ""
-# The AppSecret (设置与开发 > 基本配置 > 开发者密码). Needed only to push late answers (MPBOT_PUSH).
+# The AppSecret (设置与开发 > 基本配置 > 开发者密码). Needed to push late answers (MPBOT_PUSH) and
+# to hear voice messages that come without WeChat's own speech recognition (fetching their audio).
 # Keep it in the environment, never in this file.
 WECHAT_APPSECRET = ""
 
@@ -73,6 +74,43 @@ MPBOT_SYSTEM_PROMPT = (
 MPBOT_CONTEXT_CHARS = 6000
 # Turns a session keeps at most.
 MPBOT_HISTORY_TURNS = 20
+
+# --- Pictures and voice -------------------------------------------------------------------------
+
+# A picture sent in a chat is answered by the model, with the picture; a question sent within
+# MPBOT_PICTURE_TTL seconds after it goes with the picture too. False: pictures get
+# TEXTS["unsupported"].
+MPBOT_PICTURES = True
+# The model for questions with a picture; empty: MPBOT_MODEL. It must take pictures (image_url
+# content parts): gpt-4o-mini, qwen-vl-max, glm-4v, or llava / qwen2.5vl on Ollama. DeepSeek's
+# chat models do not: set a vision model here, or MPBOT_PICTURES = False.
+MPBOT_VISION_MODEL = ""
+# What the model is asked with a picture that comes alone.
+MPBOT_PICTURE_PROMPT = "请看这张图片：如果图里有问题或要处理的文字，就直接回答；否则简要说明图片的内容。"
+# Seconds after a picture during which the subscriber's questions are sent with it.
+MPBOT_PICTURE_TTL = 300
+# A picture's longest side, in pixels, as sent to the model (larger ones are scaled down).
+MPBOT_PICTURE_MAX_SIDE = 1024
+# The only hosts a picture's PicUrl is fetched from (WeChat's image CDN; "host:port" for another
+# port). A picture elsewhere is fetched by its MediaId from WeChat's API (needs the AppSecret).
+MPBOT_MEDIA_HOSTS = ["mmbiz.qpic.cn", "mmbiz.qlogo.cn", "mmsns.qpic.cn"]
+# The largest picture or voice file fetched, in bytes, and the seconds fetching one may take.
+MPBOT_MEDIA_MAX_BYTES = 10 * 1024 * 1024
+MPBOT_MEDIA_TIMEOUT = 5.0
+# How long a message's reference to its picture or voice is kept for its job (never the file).
+MPBOT_MEDIA_KEEP = 3600
+# Voice messages carry WeChat's transcript (Recognition) where the account has speech recognition
+# on (WeChat is retiring it). Without it, and with WECHAT_APPID and WECHAT_APPSECRET, the bot
+# fetches the audio, converts it and asks a speech-to-text endpoint (POST /audio/transcriptions:
+# OpenAI, or a local faster-whisper or SenseVoice server). Empty: OPENAI_BASE_URL and its key.
+MPBOT_STT_BASE_URL = ""
+MPBOT_STT_API_KEY = ""
+# The transcription model; empty turns transcription off (subscribers are asked to type).
+MPBOT_STT_MODEL = "whisper-1"
+# The language spoken, e.g. "zh" (empty: the model tells by itself).
+MPBOT_STT_LANGUAGE = ""
+# Seconds one transcription may take.
+MPBOT_STT_TIMEOUT = 20.0
 
 # --- Where it runs ------------------------------------------------------------------------------
 
@@ -285,10 +323,17 @@ TEXTS = {
     "banned": "抱歉，这个话题暂时无法讨论，换个问题试试吧。",
     "gone": "这个回答已过期。请重新发送问题。",
     "history": '<a href="{url}">点此查看本次对话的全部问答</a>',
-    "voice_unrecognised": "没有听清这段语音，请打字发送问题。",
-    "unsupported": "暂时只能理解文字和语音消息，请用文字描述你的问题。",
+    # A voice message that cannot be heard: no Recognition, and no transcription set up.
+    "voice_unrecognised": "暂时听不了语音，请打字发送问题。",
+    "unsupported": "暂时只能看懂文字、图片和语音，请用文字描述你的问题。",
+    "video": "暂时看不了视频。可以发文字、图片或语音给我。",
     # A sticker or anything else WeChat cannot pass on (it sends 【收到不支持的消息类型，暂无法显示】).
-    "sticker": "收到你的表情啦。暂时只能看懂文字，请用文字描述你的问题。",
+    "sticker": "收到你的表情啦。暂时看不懂表情，请用文字描述你的问题。",
+    # Before the answer to a voice message: what was heard ({heard}). Empty: nothing.
+    "heard": "你说：{heard}\n\n",
+    # A picture or voice message, where a question is named (the answer page, 关于「…」).
+    "picture_question": "（图片）",
+    "voice_question": "（语音）",
     # A text with nothing in it.
     "blank": "没有收到文字，请直接发送问题。",
     "store_down": "服务暂时有点忙，请稍后再试。",
@@ -300,6 +345,20 @@ TEXTS = {
     "error_empty": "抱歉，AI 没有给出回答，请换个说法再试。",
     "error_cancelled": "这个问题在对话结束时取消了，没有回答。",
     "error_banned": "抱歉，这个话题暂时无法讨论，换个问题试试吧。",
+    # A picture the model could not be shown...
+    "error_no_vision": "抱歉，当前的 AI 模型看不了图片，请用文字描述你的问题。",
+    "error_picture_expired": "这张图片已经过期，请重新发送。",
+    "error_picture_unavailable": "抱歉，没能取到这张图片，请稍后重新发送。",
+    "error_picture_too_large": "这张图片太大了，请截图或压缩后再发送。",
+    "error_picture_unreadable": "这张图片打不开，请换一张图片或截图再试。",
+    # ...or a voice message that could not be heard.
+    "error_voice_expired": "这段语音已经过期，请重新发送。",
+    "error_voice_unavailable": "抱歉，没能取到这段语音，请稍后重新发送，或打字发送问题。",
+    "error_voice_too_large": "这段语音太长了，请分成几段发送，或打字发送问题。",
+    "error_voice_unreadable": "这段语音无法播放，请重新录一段，或打字发送问题。",
+    "error_voice_failed": "抱歉，语音转文字失败了，请稍后再试，或打字发送问题。",
+    "error_voice_empty": "没有听清这段语音，请再说一遍，或打字发送问题。",
+    "error_voice_off": "暂时听不了语音，请打字发送问题。",
     # Added to an answer the model stopped at its token limit (MPBOT_MAX_TOKENS or its own).
     "cut_by_length": "\n\n（回答太长，到这里被截断了。发送「接着写」可以让 AI 接着回答。）",
     # The answer page.

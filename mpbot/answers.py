@@ -8,6 +8,7 @@ Each MsgId that asks the model has a stream of events, appended in this order:
   history it is asked with.
 - ``{"state": "started"}``: the model call began (again, if a worker died: the text so far
   starts over).
+- ``{"state": "heard", "text": t}``: a voice message was transcribed; ``t`` is its question now.
 - ``{"state": "delta", "text": t}``: more of the answer (think blocks already removed); rarely
   ``{"state": "snapshot", "text": t}``, the whole text so far, when it did not simply grow.
 - one final event: ``{"state": "done", "text": full}`` or ``{"state": "error", "kind": k}``
@@ -60,6 +61,8 @@ class Answer:
         elif state == "started":
             self.started = True
             self.text = ""
+        elif state == "heard":
+            self.question = event.get("text")
         elif state == "delta":
             self.text += event.get("text", "")
         elif state == "snapshot":

@@ -10,7 +10,7 @@ import hashlib
 import logging
 import time
 
-from . import emoticons
+from . import emoticons, media
 from .autoreply import AutoReplies
 from .errors import StoreError
 from .inbox import Reply
@@ -24,8 +24,9 @@ log = logging.getLogger(__name__)
 
 # What WeChat sends in place of a sticker, or anything else it cannot pass on, as a text message.
 PLACEHOLDER = "【收到不支持的消息类型，暂无法显示】"
-# Messages the bot cannot read yet: they get TEXTS["unsupported"] (or an answer that waits).
-MEDIA = ("image", "video", "shortvideo", "location", "link", "file")
+# Messages the bot cannot read: they get TEXTS["unsupported"] (or an answer that waits).
+MEDIA = ("location", "link", "file")
+VIDEO = ("video", "shortvideo")
 # Events WeChat sends about what a subscriber did or about the account, that need no reply: the
 # menu's links and WeChat's own pickers (what they pick comes as a message of its own), QR scans
 # by subscribers, reported locations, the results of mass and template sends, subscriptions to
@@ -93,6 +94,7 @@ class Bot:
         self.metrics = services.metrics
         self.reader = services.reader
         self.links = services.links
+        self.media = services.media
         self.window = window
         self.commands = Commands(config)
         self.moderator = Moderator(config)
@@ -100,6 +102,8 @@ class Bot:
         self.handlers = {
             "text": self.on_text,
             "voice": self.on_voice,
+            "image": self.on_image,
+            **{kind: self.on_video for kind in VIDEO},
             **{kind: self.on_media for kind in MEDIA},
             "subscribe_event": self.on_subscribe,
             "unsubscribe_event": self.on_unsubscribe,
@@ -131,20 +135,45 @@ class Bot:
         return self.converse(message, content)
 
     def on_voice(self, message):
-        if message.recognition and message.recognition.strip():
-            return self.converse(message, message.recognition)
-        return self.converse(message, "", otherwise=self.config.text("voice_unrecognised"))
+        """WeChat's own transcript (Recognition) is a text, with what was heard shown first;
+        without it the job fetches the audio and transcribes it (media.py)."""
+        recognition = message.recognition if isinstance(message.recognition, str) else ""
+        if recognition.strip():
+            return self.converse(message, recognition, attachment={"kind": media.VOICE, "recognised": True})
+        attachment = media.voice_of(message)
+        if attachment is None or not self.media.can_transcribe:
+            if attachment is None:
+                log.info("voice from user=%s without a usable MediaId: asked to type", user_tag(message.source))
+            return self.converse(message, "", otherwise=self.config.text("voice_unrecognised"))
+        return self.converse(message, self.config.text("voice_question"), attachment=attachment)
+
+    def on_image(self, message):
+        attachment = media.picture_of(message) if self.config.MPBOT_PICTURES else None
+        if attachment is None:
+            if self.config.MPBOT_PICTURES:
+                log.info("picture from user=%s with neither a usable PicUrl nor MediaId", user_tag(message.source))
+            return self.on_media(message)
+        return self.converse(message, self.config.text("picture_question"), attachment={**attachment, "alone": True})
+
+    def on_video(self, message):
+        return self.converse(message, "", otherwise=self.config.text("video"))
 
     def on_media(self, message):
         return self.converse(message, "", otherwise=self.config.text("unsupported"))
 
-    def converse(self, message, text: str, otherwise: str = "", msgid: str | None = None):
+    def converse(
+        self, message, text: str, otherwise: str = "", msgid: str | None = None, attachment: dict | None = None
+    ):
         """Answer a message: ``text`` is a command, a keyword, or a question; with ``otherwise``
         set it is none of them, and gets that reply unless an answer is waiting to be read (any
-        message fetches). ``msgid``: the id its deliveries share (a message's MsgId by default)."""
+        message fetches). ``msgid``: the id its deliveries share (a message's MsgId by default).
+        ``attachment``: its picture or voice (media.py); a question goes with the subscriber's
+        latest picture when it was sent within ``MPBOT_PICTURE_TTL`` seconds."""
         openid, msgid = message.source, msgid or str(message.message_id)
-        command = None if otherwise else self.commands.match(text)
-        keyword = None if otherwise or command else self.autoreplies.match(text)
+        # A picture, or a voice message not heard yet, is a question: no command, no keyword.
+        literal = attachment is None or attachment.get("recognised")
+        command = None if otherwise or not literal else self.commands.match(text)
+        keyword = None if otherwise or command or not literal else self.autoreplies.match(text)
 
         def first() -> Reply:
             if otherwise:
@@ -162,6 +191,8 @@ class Bot:
             refusal = self._refusal(openid, question) if sid is not None else None
             if refusal is not None:
                 return self.reader.say(openid, msgid, self.config.text(refusal))
+            if sid is not None:
+                self._attach(openid, msgid, attachment)
             return self.reader.take(openid, msgid, question, sid)
 
         started = time.monotonic()
@@ -176,6 +207,26 @@ class Bot:
             (time.monotonic() - started) * 1000,
         )
         return None if reply is None else text_reply(message, reply)
+
+    def _attach(self, openid: str, msgid: str, attachment: dict | None) -> None:
+        """Keep the question's picture or voice for its job, or the picture sent lately."""
+        if not self.config.MPBOT_PICTURES:
+            found = attachment
+        elif attachment is not None and attachment.get("kind") == media.PICTURE:
+            self.media.remember_picture(openid, attachment)
+            found = attachment
+        else:
+            recent = self.media.recent_picture(openid)
+            if recent is not None:
+                recent = {**recent, "alone": False}
+            if attachment is None:
+                found = recent
+            elif attachment.get("recognised") and recent is not None:
+                found = {**recent, "recognised": True}
+            else:
+                found = {**attachment, "picture": recent} if recent is not None else attachment
+        if found is not None:
+            self.media.attach(msgid, found)
 
     def _refusal(self, openid: str, question: str) -> str | None:
         """Why a question in a session is not taken (a TEXTS name), or None to take it."""

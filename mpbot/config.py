@@ -10,6 +10,7 @@ import binascii
 import importlib
 import json
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from typing import Any
@@ -175,6 +176,14 @@ def _check(values: dict[str, Any]) -> None:
             f"MPBOT_FORWARDED_ALLOW_IPS={values['MPBOT_FORWARDED_ALLOW_IPS']!r} is not a list of addresses or "
             f'networks ({exc}): e.g. ["127.0.0.1", "::1"] or ["10.0.0.0/8"], as JSON in the environment'
         ) from None
+    hosts = values["MPBOT_MEDIA_HOSTS"]
+    if not isinstance(hosts, list) or not all(
+        isinstance(host, str) and re.fullmatch(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?", host) for host in hosts
+    ):
+        raise ConfigError(
+            f"MPBOT_MEDIA_HOSTS={hosts!r} must be a list of host names (host:port for another port), "
+            'e.g. ["mmbiz.qpic.cn"], as JSON in the environment'
+        )
     values["PUBLIC_URL"] = values["PUBLIC_URL"].rstrip("/")
     fields = {key: "x" for key in values["COMMANDS"]} | {name: "x" for name in texts.FIELDS} | {"part": 1, "parts": 2}
     for name, text in values["TEXTS"].items():
@@ -197,7 +206,13 @@ def _check_lengths(values: dict[str, Any]) -> None:
     included, which go before the welcome and the hint), and so does every menu reply."""
     config = Config(values)
     limit = values["MPBOT_REPLY_MAX_BYTES"]
-    sample = {"url": values["PUBLIC_URL"] + "/answer/" + "x" * 64, "part": 9999, "parts": 9999, "question": "长" * 16}
+    sample = {
+        "url": values["PUBLIC_URL"] + "/answer/" + "x" * 64,
+        "part": 9999,
+        "parts": 9999,
+        "question": "长" * 16,
+        "heard": "长" * 16,
+    }
     # A text may go out with the name of the question before it and a note after it.
     extra = len(config.text("answer_quote", question="长" * 16).encode()) + max(
         (len(config.text(name).encode()) for name in values["TEXTS"] if name.startswith("note_")), default=0

@@ -155,6 +155,118 @@ def check_llm(config, timeout: float = 20.0):
     return OK, "model", f"{config.MPBOT_MODEL} at {where} answered a one-token request in {_ms(started)} ms"
 
 
+def _test_picture() -> str:
+    """A small picture, as a data: URL: red on the left, blue on the right."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    image = Image.new("RGB", (64, 64), "red")
+    image.paste(Image.new("RGB", (32, 64), "blue"), (32, 0))
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=90)  # as the bot sends pictures
+    return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode()
+
+
+def check_pictures(config, model_ok: bool, timeout: float = 20.0):
+    """Whether the model for pictures takes one: a 64 x 64 picture and a one-word question."""
+    if not config.MPBOT_PICTURES:
+        return INFO, "pictures", "off (MPBOT_PICTURES): pictures get TEXTS['unsupported']"
+    if not model_ok:
+        return INFO, "pictures", "not checked: the model did not answer"
+    model = config.MPBOT_VISION_MODEL or config.MPBOT_MODEL
+    where = _without_credentials(config.OPENAI_BASE_URL) if config.OPENAI_BASE_URL else "OpenAI"
+    key = config.OPENAI_API_KEY or "unset"
+    client = openai.OpenAI(api_key=key, base_url=config.OPENAI_BASE_URL or None, timeout=timeout, max_retries=0)
+    question = [
+        {"type": "text", "text": "What colour is the left half of this picture? One word."},
+        {"type": "image_url", "image_url": {"url": _test_picture()}},
+    ]
+    started = time.monotonic()
+    try:
+        response = client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": question}], max_tokens=5
+        )
+    except Exception as exc:
+        error = llm_error(exc)
+        detail = (error.detail or error.kind).replace(config.OPENAI_API_KEY or "\0", "***")
+        if error.kind == "bad_request":
+            return (
+                WARN,
+                "pictures",
+                f"{model} at {where} refused a test picture ({detail}): subscribers' pictures get "
+                "TEXTS['error_no_vision']; set MPBOT_VISION_MODEL to a model that takes pictures (gpt-4o-mini, "
+                "qwen-vl-max, glm-4v, llava on Ollama), or MPBOT_PICTURES=0",
+            )
+        return WARN, "pictures", f"{model} at {where} failed a test picture: {detail}"
+    finally:
+        client.close()
+    said = " ".join(((response.choices[0].message.content or "") if response.choices else "").split())[:40]
+    return (
+        OK,
+        "pictures",
+        f"{model} at {where} took a test picture in {_ms(started)} ms (asked its colour, it said {said!r})",
+    )
+
+
+def _test_clip() -> bytes:
+    """One second of a 440 Hz tone, as 16 kHz mono WAV."""
+    import io
+    import math
+    import struct
+    import wave
+
+    frames = b"".join(struct.pack("<h", int(8000 * math.sin(2 * math.pi * 440 * n / 16000))) for n in range(16000))
+    out = io.BytesIO()
+    with wave.open(out, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(16000)
+        wav.writeframes(frames)
+    return out.getvalue()
+
+
+def check_voice(config, timeout: float = 20.0):
+    """How voice messages are heard: WeChat's Recognition, and our own transcription when the
+    AppSecret and a transcription model are set (tried with a one-second clip)."""
+    if not (config.WECHAT_APPID and config.WECHAT_APPSECRET):
+        return (
+            INFO,
+            "voice",
+            "heard only where WeChat sends its own Recognition (speech recognition on in the console, which WeChat "
+            "is retiring); other voice messages are asked to type: set WECHAT_APPID and WECHAT_APPSECRET (and this "
+            "server's IP in the console's IP whitelist) to fetch and transcribe them",
+        )
+    if not config.MPBOT_STT_MODEL:
+        return INFO, "voice", "transcription off (MPBOT_STT_MODEL is empty): voice without Recognition is asked to type"
+    base = config.MPBOT_STT_BASE_URL or config.OPENAI_BASE_URL
+    key = config.MPBOT_STT_API_KEY or config.OPENAI_API_KEY
+    where = _without_credentials(base) if base else "OpenAI"
+    client = openai.OpenAI(api_key=key or "unset", base_url=base or None, timeout=timeout, max_retries=0)
+    started = time.monotonic()
+    try:
+        client.audio.transcriptions.create(model=config.MPBOT_STT_MODEL, file=("check.wav", _test_clip(), "audio/wav"))
+    except Exception as exc:
+        error = llm_error(exc)
+        detail = (error.detail or error.kind).replace(key or "\0", "***")
+        return (
+            WARN,
+            "voice",
+            f"{config.MPBOT_STT_MODEL} at {where} failed a one-second test clip ({detail}): voice without "
+            "Recognition gets TEXTS['error_voice_failed']; check MPBOT_STT_BASE_URL and MPBOT_STT_MODEL "
+            "(an endpoint with POST /audio/transcriptions)",
+        )
+    finally:
+        client.close()
+    return (
+        OK,
+        "voice",
+        f"{config.MPBOT_STT_MODEL} at {where} transcribed a one-second test clip in {_ms(started)} ms; voice without "
+        "WeChat's Recognition is fetched with the AppSecret and transcribed",
+    )
+
+
 def check_public_url(config, timeout: float = 5.0):
     from .startup import on_the_internet, public_url_problem
 
@@ -260,7 +372,10 @@ def run_checks(config, from_environment: bool, token_missing: bool = False):
             yield INFO, "workers", "not checked: Redis is unreachable"
         else:
             yield check_workers(config, store)
-        yield check_llm(config)
+        model = check_llm(config)
+        yield model
+        yield check_pictures(config, model[0] == OK)
+        yield check_voice(config)
         yield check_running()
         yield check_public_url(config)
         yield check_aes(config, store if redis[0] != FAIL else None)

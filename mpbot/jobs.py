@@ -46,6 +46,7 @@ class Streamer:
 
     def __init__(self, answers, msgid: str, interval: float, moderator=None) -> None:
         self.answers = answers
+        self.prefix = ""  # before the answer: what a voice message said (TEXTS["heard"])
         self.moderator = moderator
         self.msgid = msgid
         self.interval = interval
@@ -66,6 +67,7 @@ class Streamer:
                 raise LLMError("banned", "a banned word in the answer")
             if self.moderator.hook is not None:
                 return  # nothing is shown before the hook has allowed the whole answer
+        text = self.prefix + text
         if text.startswith(self.written):
             event = {"state": "delta", "text": text[len(self.written) :]} if len(text) > len(self.written) else None
         else:
@@ -120,24 +122,51 @@ def run_answer(services, msgid: str, sid: str, question: str, openid: str | None
             reader.finished(openid, msgid)
         return
     started = time.monotonic()
+    # Fetching a picture, hearing a voice message and the model's answer: one deadline.
+    deadline = started + config.MPBOT_LLM_TIMEOUT
     moderator = Moderator(config)
     streamer = Streamer(answers, msgid, config.MPBOT_STREAM_INTERVAL, moderator)
-    llm_started = llm_ended = None
+    llm_started = llm_ended = asked = attachment = None
     try:
         try:
             answers.publish(msgid, {"state": "started"})
+            attachment = services.media.attachment(msgid)
+            asked = services.media.prepare(attachment, question, deadline, openid)
+            if asked.transcribed:
+                answers.publish(msgid, {"state": "heard", "text": asked.heard})
+                if not moderator.allowed(asked.heard, "question"):
+                    raise LLMError("banned", "moderation refused what the voice message said")
+            if asked.heard and config.TEXTS.get("heard"):
+                streamer.prefix = config.text("heard", heard=asked.heard)
             history = services.sessions.history(sid)
-            messages = build_messages(config.MPBOT_SYSTEM_PROMPT, history, question, config.MPBOT_CONTEXT_CHARS)
+            messages = build_messages(
+                config.MPBOT_SYSTEM_PROMPT, history, asked.question, config.MPBOT_CONTEXT_CHARS, asked.picture
+            )
+            model = (config.MPBOT_VISION_MODEL or None) if asked.picture else None
             llm_started = time.monotonic()
-            text = services.llm.complete(messages, streamer)
+            text = services.llm.complete(messages, streamer, model=model, deadline=deadline)
             llm_ended = time.monotonic()
             if not moderator.allowed(text, "answer"):
                 raise LLMError("banned", "moderation refused the answer")
-            event = {"state": "done", "text": text}
+            event = {"state": "done", "text": streamer.prefix + text}
         except LLMError as exc:
             llm_ended = llm_ended or time.monotonic()
-            log.warning("job msgid=%s outcome=llm_error kind=%s detail=%s", msgid, exc.kind, exc.detail)
-            event = {"state": "error", "kind": exc.kind}
+            kind = exc.kind
+            if kind == "bad_request" and asked is not None and asked.picture is not None:
+                # The usual cause: a model that takes no pictures (DeepSeek's chat models, say).
+                kind = "no_vision"
+                log.warning(
+                    "job msgid=%s: the endpoint refused a question with a picture (model %s: %s); set "
+                    "MPBOT_VISION_MODEL to a model that takes pictures, or MPBOT_PICTURES = False",
+                    msgid,
+                    config.MPBOT_VISION_MODEL or config.MPBOT_MODEL,
+                    exc.detail,
+                )
+            log.warning("job msgid=%s outcome=llm_error kind=%s detail=%s", msgid, kind, exc.detail)
+            event = {"state": "error", "kind": kind}
+            if openid is not None and attachment is not None and attachment.get("alone"):
+                if kind == "no_vision" or kind.startswith("picture_"):
+                    _forget_picture(services, openid, attachment)
         except Exception as exc:
             log.exception("job msgid=%s outcome=crash", msgid)
             event = {"state": "error", "kind": "store" if isinstance(exc, StoreError) else "internal"}
@@ -148,7 +177,7 @@ def run_answer(services, msgid: str, sid: str, question: str, openid: str | None
         patience = 0.0 if event.get("kind") in ("store", "internal") else max(0.0, min(FINAL_PATIENCE, left))
         publish_final(answers, msgid, event, patience)
         if event["state"] == "done":
-            services.sessions.append(sid, question, event["text"])
+            services.sessions.append(sid, asked.asked, event["text"][len(streamer.prefix) :])
             metrics.observe("llm_seconds", llm_ended - llm_started)
             if streamer.first_text_at is not None:
                 metrics.observe("llm_first_text_seconds", streamer.first_text_at - llm_started)
@@ -168,6 +197,14 @@ def run_answer(services, msgid: str, sid: str, question: str, openid: str | None
         len(event.get("text", "")),
         (time.monotonic() - started) * 1000,
     )
+
+
+def _forget_picture(services, openid: str, attachment: dict) -> None:
+    """A picture that could not be seen is not sent again with the questions after it."""
+    try:
+        services.media.forget_picture(openid, attachment)
+    except StoreError as exc:  # the questions after it try it once more, and go on without it
+        log.warning("user=%s: the failed picture could not be forgotten: %s", user_tag(openid), exc)
 
 
 def _ms(start: float | None, end: float | None) -> str:

@@ -11,6 +11,8 @@ own keys (``rq:*``) are RQ's; their TTLs are set on each job (see ``jobs.py``).
 | {p}:reader:{openid}       | string | JSON: the subscriber's inbox (inbox.dump)   | see below         | reader   |
 | {p}:session:{openid}      | string | the id of the subscriber's chat session     | MPBOT_SESSION_TTL | sessions |
 | {p}:history:{sid}         | list   | the session's question/answer turns (JSON)  | MPBOT_SESSION_TTL | sessions |
+| {p}:msg:{msgid}:m         | string | JSON: its picture or voice (where, not what)| MPBOT_MEDIA_KEEP  | media    |
+| {p}:picture:{openid}      | string | JSON: the latest picture (where, not what)  | MPBOT_PICTURE_TTL | media    |
 | {p}:event:{openid}:{time} | string | an event already handled                    | MPBOT_EVENT_TTL   | bot      |
 | {p}:rate:{openid}         | string | questions in the rate window (a counter)    | MPBOT_RATE_WINDOW | bot      |
 | {p}:signed:{signature}    | string | digest of the message a signature came with | 2 x clock skew    | guard    |
@@ -40,6 +42,12 @@ class Keys:
 
     def answer(self, msgid: str) -> str:
         return f"{self.prefix}:msg:{msgid}:a"
+
+    def media(self, msgid: str) -> str:
+        return f"{self.prefix}:msg:{msgid}:m"
+
+    def picture(self, openid: str) -> str:
+        return f"{self.prefix}:picture:{openid}"
 
     def reader(self, openid: str) -> str:
         return f"{self.prefix}:reader:{openid}"

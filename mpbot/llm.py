@@ -17,10 +17,13 @@ from .formatting import strip_think, xml_safe
 log = logging.getLogger(__name__)
 
 
-def build_messages(system: str, history: list[dict[str, str]], question: str, budget: int) -> list[dict[str, str]]:
+def build_messages(
+    system: str, history: list[dict[str, str]], question: str, budget: int, picture: str | None = None
+) -> list[dict]:
     """System prompt, then as many of the latest whole turns as fit in ``budget`` characters,
-    oldest first, then the question. Characters XML cannot carry are left out of every turn, so a
-    history kept by an older release cannot break the request."""
+    oldest first, then the question, with ``picture`` (a ``data:`` URL) as an image part. Characters
+    XML cannot carry are left out of every turn, so a history kept by an older release cannot break
+    the request."""
     turns: list[dict[str, str]] = []
     used = 0
     for turn in reversed(history):
@@ -33,7 +36,10 @@ def build_messages(system: str, history: list[dict[str, str]], question: str, bu
             {"role": "assistant", "content": xml_safe(turn["a"])},
         ]
     messages = [{"role": "system", "content": system}] if system else []
-    return [*messages, *turns, {"role": "user", "content": xml_safe(question)}]
+    content: str | list = xml_safe(question)
+    if picture is not None:
+        content = [{"type": "text", "text": content}, {"type": "image_url", "image_url": {"url": picture}}]
+    return [*messages, *turns, {"role": "user", "content": content}]
 
 
 RETRYABLE = ("rate_limited", "unavailable", "unreachable", "stalled")
@@ -86,7 +92,9 @@ class LLM:
             max_retries=0,  # complete() retries, within the answer's deadline
         )
 
-    def complete(self, messages: list[dict[str, str]], on_text=None) -> str:
+    def complete(
+        self, messages: list[dict], on_text=None, model: str | None = None, deadline: float | None = None
+    ) -> str:
         """The answer, streamed: ``on_text`` gets the raw text so far as it grows.
 
         A 429, a 5xx, a refused connection, a stream that breaks off, or an endpoint that sends
@@ -94,15 +102,16 @@ class LLM:
         is tried again (a silent one with twice the patience each time), after
         0.5, 1, 2, ... s (or the endpoint's Retry-After), up to ``MPBOT_LLM_RETRIES`` times, as
         long as ``MPBOT_LLM_TIMEOUT`` (the deadline for the whole answer) allows. A call that
-        hangs is cut at the deadline, so a job never outlives its RQ job timeout.
+        hangs is cut at the deadline, so a job never outlives its RQ job timeout. ``model``: another
+        than MPBOT_MODEL; ``deadline``: an earlier one (time.monotonic()) than the timeout gives.
         """
-        deadline = time.monotonic() + self.timeout
+        deadline = min(deadline or float("inf"), time.monotonic() + self.timeout)
         attempt = stalled = 0
         while True:
             try:
                 # Each silent attempt doubles the next one's patience: a model that takes long to
                 # begin (a long prompt on a local model, a reasoning model) still gets its turn.
-                return self._attempt(messages, on_text, deadline, self.silence * 2**stalled)
+                return self._attempt(messages, on_text, deadline, self.silence * 2**stalled, model or self.model)
             except LLMError as exc:
                 attempt += 1
                 stalled += exc.kind == "stalled"
@@ -115,7 +124,7 @@ class LLM:
                 log.info("model call failed (%s), trying again in %.1f s (retry %d)", exc.kind, pause, attempt)
                 time.sleep(pause)
 
-    def _attempt(self, messages, on_text, deadline: float, silence: float) -> str:
+    def _attempt(self, messages, on_text, deadline: float, silence: float, model: str) -> str:
         raw, finish_reason, refusal = "", None, ""
         remaining = deadline - time.monotonic()
         watchdog = None
@@ -124,7 +133,7 @@ class LLM:
             # token, or between two tokens.
             timeout = openai.Timeout(remaining, read=min(silence, remaining))
             stream = self.client.chat.completions.create(
-                model=self.model, messages=messages, max_tokens=self.max_tokens, stream=True, timeout=timeout
+                model=model, messages=messages, max_tokens=self.max_tokens, stream=True, timeout=timeout
             )
             # A stream that stalls is closed at the deadline, whatever the read timeout.
             watchdog = threading.Timer(max(deadline - time.monotonic(), 0), stream.close)

@@ -71,25 +71,12 @@ SLOW_RENDER = 0.05
 SLOW_KEPT = 32
 _SLOW: OrderedDict[str, str] = OrderedDict()
 _SLOW_LOCK = threading.Lock()
-# Renders at once in a gevent process: each holds the interpreter's lock while it runs, so more
-# would take it from the event loop that answers WeChat. Their own pool: gevent's shared one also
-# resolves host names, which must not wait behind a render.
-RENDER_THREADS = 2
-_pool = None
 
 
 def off_the_loop(work, *args):
-    """``work(*args)``, in a real thread when this process runs gevent (gunicorn's worker), so
-    that text the model wrote to be slow to render (markdown-it takes seconds on some shapes)
-    holds up pages, not every request of the process; directly otherwise."""
-    global _pool
-    if not green.patched():
-        return work(*args)
-    if _pool is None:  # made in the worker process, after gunicorn forked it
-        from gevent.threadpool import ThreadPool
-
-        _pool = ThreadPool(RENDER_THREADS)
-    return _pool.apply(work, args)
+    """``work(*args)`` in the pages' own real threads under gevent (see ``green.off_the_loop``):
+    text the model wrote to be slow to render holds up pages, not every request."""
+    return green.off_the_loop("render", work, *args)
 
 
 def status_text(config, answer: Answer) -> str:

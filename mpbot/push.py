@@ -68,6 +68,17 @@ def _error(payload: dict) -> PushError:
     return PushError(reason, f"{detail} ({code}: {payload.get('errmsg', '')})", account)
 
 
+def _json_error(body: bytes) -> dict | None:
+    """WeChat's error object, if ``body`` is one."""
+    if not body.lstrip().startswith(b"{") or len(body) > 4096:
+        return None
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return None
+    return payload if isinstance(payload, dict) and "errcode" in payload else None
+
+
 def beijing_day(now: float | None = None) -> str:
     """WeChat's daily limits start at midnight Beijing time (UTC+8)."""
     return time.strftime("%Y%m%d", time.gmtime((time.time() if now is None else now) + 8 * 3600))
@@ -191,6 +202,50 @@ class WeChatAPI:
         if payload.get("errcode", 0) != 0:
             raise _error(payload)
         return payload
+
+    def media(self, media_id: str, max_bytes: int, timeout: float) -> bytes:
+        """A message's picture or voice by its MediaId (``/cgi-bin/media/get``, kept by WeChat for
+        3 days), at most ``max_bytes`` within ``timeout`` seconds. PushError ``expired`` for 40007
+        (an expired or unknown MediaId), ``too_large``, or another reason."""
+        from .media import MediaError, read_capped
+
+        ends = time.monotonic() + timeout
+        token = self.token()
+        for attempt in range(2):
+            params = {"access_token": token, "media_id": media_id}
+            try:
+                left = max(0.1, ends - time.monotonic())
+                with self.http.get(
+                    self.base + "/cgi-bin/media/get", params=params, timeout=left, stream=True
+                ) as response:
+                    body = read_capped(response, max_bytes, ends, "media")
+                    status = response.status_code
+            except MediaError as exc:
+                reason = "too_large" if exc.kind == "media_too_large" else "unreachable"
+                raise PushError(reason, exc.detail, False) from None
+            except requests.RequestException as exc:
+                # The exception's text can carry the URL, and so the token: name its class only.
+                raise PushError(
+                    "unreachable", f"WeChat's API did not answer ({exc.__class__.__name__})", True
+                ) from None
+            # An error is a small JSON object, whatever the Content-Type says; a file never is.
+            payload = _json_error(body)
+            if payload is None:
+                if status != 200 or not body:
+                    raise PushError("unreachable", f"WeChat's media API answered HTTP {status}", True)
+                return body
+            if payload.get("errcode") in TOKEN_REFUSED and attempt == 0:
+                log.info("WeChat refused the access_token (%s): fetching a new one", payload.get("errcode"))
+                token = self.token(refused=token)
+                continue
+            if payload.get("errcode") == 40007:
+                raise PushError(
+                    "expired",
+                    f"no such media: expired after 3 days, or not this account's (40007: {payload.get('errmsg', '')})",
+                    False,
+                )
+            raise _error(payload)
+        raise PushError("token_refused", "WeChat refuses a freshly fetched access_token", True)
 
     def send_text(self, openid: str, text: str) -> None:
         body = {"touser": openid, "msgtype": "text", "text": {"content": xml_safe(text)}}

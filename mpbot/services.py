@@ -12,8 +12,9 @@ from .jobs import PoolRunner, RQRunner, run_answer
 from .keys import Keys
 from .links import Links
 from .llm import LLM
+from .media import Media
 from .metrics import Metrics
-from .push import make_pusher
+from .push import WeChatAPI, make_pusher
 from .reader import Reader
 from .sessions import Sessions
 from .store import make_store
@@ -31,6 +32,13 @@ class Services:
         self.metrics = Metrics(config, self.store, self.keys)
         self.links = Links(config)
         self.pusher = make_pusher(config, self.store, self.keys, self.metrics)
+        # WeChat's media API (a message's picture or voice by its MediaId) needs the AppSecret.
+        api = (
+            WeChatAPI(config, self.store, self.keys, self.metrics)
+            if config.WECHAT_APPID and config.WECHAT_APPSECRET
+            else None
+        )
+        self.media = Media(config, self.store, self.keys, api)
         self.runner = PoolRunner(config, self._answer) if config.embedded else RQRunner(config, self.store)
         self.reader = Reader(config, self.store, self.keys, self.answers, self.runner, self.links, self.pusher)
         # (A web process with RQ workers never calls the model; its client opens no connection.)
@@ -42,6 +50,7 @@ class Services:
     def close(self) -> None:
         self.runner.close()
         self.llm.close()
+        self.media.close()
         if self.pusher is not None:
             self.pusher.close()
         self.store.close()

@@ -3,7 +3,8 @@
 A session is an id under the subscriber's openid (``keys.session``) that expires after
 ``MPBOT_SESSION_TTL`` idle seconds; every message renews it, and its history (``keys.history``,
 under the id) with it. ``/clear`` gives the session a new id and ``/stop`` removes it, so a job
-still writing to the old history has nothing to bring back.
+still writing to the old history has nothing to bring back; both forget the subscriber's latest
+picture (``keys.picture``), which questions would otherwise go with.
 """
 
 import json
@@ -54,7 +55,7 @@ class Sessions:
         old = self.store.swap(self.keys.session(openid), _new_sid(), self.ttl)
         if old is None:
             return False
-        self.store.delete(self.keys.history(old))
+        self.store.delete(self.keys.history(old), self.keys.picture(openid))
         return True
 
     def end(self, openid: str) -> bool:
@@ -62,7 +63,7 @@ class Sessions:
         sid = self.store.pop(self.keys.session(openid))
         if sid is None:
             return False
-        self.store.delete(self.keys.history(sid))
+        self.store.delete(self.keys.history(sid), self.keys.picture(openid))
         return True
 
     def history(self, sid: str) -> list[dict[str, str]]:

@@ -15,7 +15,7 @@ _UNSAFE = {c: f"%{ord(c):02X}" for c in "%\"&<>#'+ \t\n"}
 # A text for the always-on mode (MPBOT_ALWAYS_ON) is the one named with this after it, if any.
 ALWAYS_ON = "_always_on"
 # Fields every text may use besides the command names.
-FIELDS = ("url", "part", "parts", "question", "ai_label")
+FIELDS = ("url", "part", "parts", "question", "ai_label", "heard")
 
 _SPACES_AT_EDGES = re.compile(r"(?m)^[ \t]+|[ \t]+$")
 _SPACES = re.compile(r"(?<=\S) {2,}(?=\S)")

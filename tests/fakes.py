@@ -1,9 +1,12 @@
-"""Test doubles at the network edge: a fake OpenAI-compatible server, a WeChat that signs (and
-encrypts) its deliveries, a fake WeChat API (access_token and customer-service messages), and a
-threaded HTTP server for the WSGI app."""
+"""Test doubles at the network edge: a fake OpenAI-compatible server (chat, with pictures, and
+speech to text), a WeChat that signs (and encrypts) its deliveries, a fake WeChat API (access_token,
+customer-service messages, media) with a fake image CDN, and a threaded HTTP server for the WSGI
+app."""
 
 import base64
+import email.parser
 import hashlib
+import io
 import json
 import os
 import random
@@ -12,6 +15,7 @@ import socket
 import struct
 import threading
 import time
+import wave
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -65,12 +69,36 @@ class Rule:
         return [content[i : i + size] for i in range(0, len(content), size)] or [""]
 
 
+def text_of(content) -> str:
+    """A message's text: the content itself, or its text parts (a question with a picture)."""
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content if part.get("type") == "text")
+    return content
+
+
+def pictures_of(content) -> list[str]:
+    """The image URLs in a message's content parts."""
+    if not isinstance(content, list):
+        return []
+    return [part["image_url"]["url"] for part in content if part.get("type") == "image_url"]
+
+
 @dataclass
 class FakeLLM:
     """An OpenAI-compatible /v1/chat/completions on 127.0.0.1. ``rules`` maps a question (the
-    last user message) to how to answer it; ``calls`` records every request body."""
+    last user message's text) to how to answer it; ``calls`` records every request body. A model
+    in ``blind`` refuses content with a picture as DeepSeek's chat models do (400).
+
+    ``POST /v1/audio/transcriptions`` answers ``transcript`` (or ``stt_status`` with an error)
+    after ``stt_latency`` seconds, for a WAV or another audio file; ``transcriptions`` records
+    each request's fields and file."""
 
     rules: dict[str, Rule] = field(default_factory=dict)
+    blind: set[str] = field(default_factory=set)
+    transcript: str = "今天天气怎么样"
+    stt_status: int = 200
+    stt_latency: float = 0.0
+    transcriptions: list[dict] = field(default_factory=list)
     default: Rule = field(default_factory=Rule)
     calls: list[dict] = field(default_factory=list)
     # [question, started, ended, answered] per call, in time.monotonic() seconds; ended is None
@@ -84,6 +112,9 @@ class FakeLLM:
             self.calls.clear()
             self.timeline.clear()
             self.default = Rule()
+            self.blind.clear()
+            self.transcript, self.stt_status, self.stt_latency = "今天天气怎么样", 200, 0.0
+            self.transcriptions.clear()
 
     def span(self, question: str) -> tuple[float, float | None]:
         with self.lock:
@@ -91,17 +122,52 @@ class FakeLLM:
 
     def calls_for(self, question: str) -> int:
         with self.lock:
-            return sum(1 for call in self.calls if call["messages"][-1]["content"] == question)
+            return sum(1 for call in self.calls if text_of(call["messages"][-1]["content"]) == question)
+
+    def _transcribe(self, content_type: str, raw: bytes) -> tuple[int, dict]:
+        message = email.parser.BytesParser().parsebytes(b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + raw)
+        fields = {}
+        for part in message.get_payload():
+            name = part.get_param("name", header="content-disposition")
+            fields[name] = part.get_payload(decode=True)
+            if part.get_filename():
+                fields["filename"] = part.get_filename()
+                fields["file_type"] = part.get_content_type()
+        audio = fields.get("file", b"")
+        seconds = None
+        if audio[:4] == b"RIFF":
+            with wave.open(io.BytesIO(audio)) as wav:
+                seconds = wav.getnframes() / wav.getframerate()
+                fields["rate"], fields["channels"] = wav.getframerate(), wav.getnchannels()
+        fields["seconds"] = seconds
+        time.sleep(self.stt_latency)
+        with self.lock:
+            self.transcriptions.append(fields)
+            if self.stt_status != 200:
+                return self.stt_status, {"error": {"message": "fake failure", "type": "server_error"}}
+            if not audio:
+                return 400, {"error": {"message": "no file", "type": "invalid_request_error"}}
+            return 200, {"text": self.transcript}
 
     def start(self) -> str:
         fake = self
 
         class Handler(_QuietHTTPHandler):
             def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                question = body["messages"][-1]["content"]
+                raw = self.rfile.read(int(self.headers["Content-Length"]))
+                if self.path.endswith("/audio/transcriptions"):
+                    self._send(*fake._transcribe(self.headers["Content-Type"], raw))
+                    return
+                body = json.loads(raw)
+                question = text_of(body["messages"][-1]["content"])
+                if body["model"] in fake.blind and pictures_of(body["messages"][-1]["content"]):
+                    with fake.lock:
+                        fake.calls.append(body)
+                    error = "Failed to deserialize the JSON body: unknown variant `image_url`, expected `text`"
+                    self._send(400, {"error": {"message": error, "type": "invalid_request_error"}})
+                    return
                 with fake.lock:
-                    index = sum(1 for call in fake.calls if call["messages"][-1]["content"] == question)
+                    index = sum(1 for call in fake.calls if text_of(call["messages"][-1]["content"]) == question)
                     fake.calls.append(body)
                     rule = fake.rules.get(question, fake.default)
                     if rule.failures is not None and index >= rule.failures:
@@ -235,10 +301,21 @@ class FakeWeChatAPI:
     current: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     autoreply: dict | None = None  # what GET /cgi-bin/get_current_autoreply_info answers
+    # GET /cgi-bin/media/get: media_id -> (the file, its Content-Type); an unknown id gets 40007.
+    media: dict[str, tuple[bytes, str]] = field(default_factory=dict)
+    media_gets: int = 0
+    # The image CDN, on the same server: GET /pic/<name> -> the file (JPEG).
+    pictures: dict[str, bytes] = field(default_factory=dict)
+    picture_gets: int = 0
+    drip: float = 0.0  # seconds between the bytes of a picture or medium: a server too slow to wait for
 
     def reset(self) -> None:
         with self.lock:
             self.autoreply = None
+            self.media.clear()
+            self.pictures.clear()
+            self.media_gets = self.picture_gets = 0
+            self.drip = 0.0
             self.expires_in, self.token_latency, self.token_error, self.down = 7200, 0.0, None, False
             self.refuse.clear()
             self.messages.clear()
@@ -331,10 +408,43 @@ class FakeWeChatAPI:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def _file(self, data: bytes, content_type: str):
+                self.send_response(200)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(data)))
+                self.send_header("Connection", "close")
+                self.end_headers()
+                try:
+                    if not fake.drip:
+                        self.wfile.write(data)
+                        return
+                    for index in range(len(data)):
+                        self.wfile.write(data[index : index + 1])
+                        self.wfile.flush()
+                        time.sleep(fake.drip)
+                except OSError:
+                    pass  # the client gave up
+                self.close_connection = True
+
             def do_GET(self):
                 path, _, query = self.path.partition("?")
                 params = dict(pair.split("=", 1) for pair in query.split("&") if "=" in pair)
-                if path == "/cgi-bin/get_current_autoreply_info":
+                if path.startswith("/pic/"):
+                    with fake.lock:
+                        fake.picture_gets += 1
+                        data = fake.pictures.get(path[len("/pic/") :])
+                    if data is None:
+                        self.send_error(404)
+                    else:
+                        self._file(data, "image/jpeg")
+                    return
+                if path == "/cgi-bin/media/get":
+                    found = fake._media(params.get("access_token", ""), params.get("media_id", ""))
+                    if isinstance(found, tuple):
+                        self._file(*found)
+                        return
+                    payload = found
+                elif path == "/cgi-bin/get_current_autoreply_info":
                     payload = fake._autoreply(params.get("access_token", ""))
                 else:
                     payload = {"errcode": 404, "errmsg": "no such API in the fake"}
@@ -347,6 +457,17 @@ class FakeWeChatAPI:
 
         self.server = _listen(Handler)
         return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def _media(self, token: str, media_id: str) -> tuple[bytes, str] | dict:
+        with self.lock:
+            self.media_gets += 1
+            if token not in self.tokens:
+                return {"errcode": 40001, "errmsg": "invalid credential, access_token is invalid or not latest"}
+            if self.tokens[token] <= time.monotonic():
+                return {"errcode": 42001, "errmsg": "access_token expired"}
+            if media_id not in self.media:
+                return {"errcode": 40007, "errmsg": "invalid media_id"}
+            return self.media[media_id]
 
     def _autoreply(self, token: str) -> dict:
         with self.lock:

@@ -116,6 +116,8 @@ def test_check_passes_on_a_good_setup(make_bot, mode, worker_env):
     lines = {line[5:].split()[0]: line for line in result.stdout.splitlines()}
     assert lines["token"].startswith("OK") and lines["model"].startswith("OK")
     assert "answered a one-token request" in lines["model"]
+    assert lines["pictures"].startswith("OK") and "took a test picture" in lines["pictures"], lines["pictures"]
+    assert lines["voice"].startswith("INFO") and "set WECHAT_APPID and WECHAT_APPSECRET" in lines["voice"]
     # A loopback address is no place for subscribers' phones; the bot does answer here.
     assert lines["public"].startswith("WARN") and "is not on the internet" in lines["public"], lines["public"]
     assert lines["running"].startswith("OK"), lines["running"]

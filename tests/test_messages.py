@@ -26,7 +26,7 @@ def sample(name: str, openid: str | None = None, msgid: int | None = None) -> by
 def test_voice_with_recognition_is_answered_as_text(bot, fake_llm):
     bot.say("/chatgpt", openid="fromUser")
     log = bot.deliver(sample("voice_recognition.xml", msgid=WeChat.new_msgid()))
-    assert bot.reply_text(log[-1].body) == "答：腾讯微信团队"
+    assert bot.reply_text(log[-1].body) == "你说：腾讯微信团队\n\n答：腾讯微信团队", "what was heard, first"
 
 
 def test_voice_without_recognition_asks_to_type(bot, fake_llm):
@@ -37,10 +37,13 @@ def test_voice_without_recognition_asks_to_type(bot, fake_llm):
 
 
 def test_media_messages_get_a_polite_reply_saying_what_the_bot_understands(bot, fake_llm):
-    for name in ("image.xml", "video.xml", "shortvideo.xml", "location.xml", "link.xml"):
+    bot.say("/chatgpt", openid="fromUser")
+    for name in ("video.xml", "shortvideo.xml", "location.xml", "link.xml"):
         response = bot.post(sample(name))
         assert response.status_code == 200
         assert "文字" in bot.reply_text(response.text), name
+        if "video" in name:
+            assert "视频" in bot.reply_text(response.text) and "图片" in bot.reply_text(response.text)
     assert len(fake_llm.calls) == 0
 
 
