@@ -181,7 +181,9 @@ def run_answer(services, msgid: str, sid: str, question: str, openid: str | None
             metrics.observe("llm_seconds", llm_ended - llm_started)
             if streamer.first_text_at is not None:
                 metrics.observe("llm_first_text_seconds", streamer.first_text_at - llm_started)
-        if event["state"] == "error" and event["kind"] not in ("store", "internal"):
+        for what in _media_done(attachment):
+            metrics.count("media", kind=what, outcome="ok" if asked is not None else event.get("kind", "-"))
+        if event["state"] == "error" and event["kind"] not in ("store", "internal") and asked is not None:
             metrics.count("llm_errors", kind=event["kind"])
     finally:
         if openid is not None:
@@ -197,6 +199,16 @@ def run_answer(services, msgid: str, sid: str, question: str, openid: str | None
         len(event.get("text", "")),
         (time.monotonic() - started) * 1000,
     )
+
+
+def _media_done(attachment: dict | None) -> list[str]:
+    """What a job fetched for its question: ``voice`` (heard by our transcription), ``picture``."""
+    if not attachment:
+        return []
+    done = ["voice"] if attachment.get("kind") == "voice" and not attachment.get("recognised") else []
+    if attachment.get("kind") == "picture" or attachment.get("picture"):
+        done.append("picture")
+    return done
 
 
 def _forget_picture(services, openid: str, attachment: dict) -> None:

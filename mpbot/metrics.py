@@ -11,6 +11,7 @@ format with the official client library (``prometheus_client``).
 | mpbot_llm_seconds                   | histogram | (whole model call)   |
 | mpbot_llm_first_text_seconds        | histogram | (until the first text)|
 | mpbot_llm_errors_total              | counter   | kind                 |
+| mpbot_media_total                   | counter   | kind, outcome        |
 | mpbot_answers_in_flight             | gauge     | state (queued/running)|
 | mpbot_sessions_started_total        | counter   |                      |
 | mpbot_keyword_replies_total         | counter   |                      |
@@ -22,6 +23,9 @@ Delivery outcomes: ``answered`` (the answer, on delivery 1, 2 or 3), ``fallback`
 delivery sent the text so far and the link), ``fetched`` (the message delivered an earlier
 answer), ``reply`` (a command's or the bot's own reply), ``error`` (the answer failed),
 ``silent`` (kept until WeChat dropped it, to be retried), ``lost`` (the first delivery failed).
+
+Media outcomes: ``ok``, or the kind of failure the subscriber was told about (``picture_expired``,
+``voice_failed``, ...; see media.py). A picture fetched again for a question after it counts again.
 
 Push outcomes (verified accounts, ``push.py``): ``sent``, or why a customer-service message did
 not go (``no_permission``, ``window_expired``, ``quota_used``, ``unreachable``, ...).
@@ -49,6 +53,11 @@ COUNTERS = {
         ["outcome", "delivery"],
     ),
     "llm_errors": ("mpbot_llm_errors", "Model calls that failed, by kind", ["kind"]),
+    "media": (
+        "mpbot_media",
+        "Pictures and voice messages made ready for the model, by kind (picture, voice) and outcome (ok, or why not)",
+        ["kind", "outcome"],
+    ),
     "refused": (
         "mpbot_requests_refused",
         "Requests to /wechat refused, by reason (signature, stale, replay, plaintext, malformed, too_large)",

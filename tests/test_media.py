@@ -14,7 +14,7 @@ import requests
 from PIL import Image
 
 from conftest import FAST, run_workers
-from fakes import FakeWeChatAPI, link_in, pictures_of, text_of
+from fakes import FakeWeChatAPI, WeChat, link_in, pictures_of, text_of
 from mpbot.config import load_config
 from mpbot.errors import LLMError
 from mpbot.media import MediaError, host_allowed, picture_data_url, read_capped, to_wav
@@ -292,6 +292,13 @@ def test_a_picture_that_cannot_be_shown_gets_a_sentence_and_a_log_line(
     logs = media_bot.logs()
     kind = text.removeprefix("error_")
     assert f"kind={kind}" in logs, logs[-2000:]
+    metrics = requests.get(f"{wechat.url}/metrics", timeout=5).text
+    if case == "blind_model":
+        assert 'mpbot_media_total{kind="picture",outcome="ok"} 1.0' in metrics
+        assert 'mpbot_llm_errors_total{kind="no_vision"} 1.0' in metrics
+    else:
+        assert f'mpbot_media_total{{kind="picture",outcome="{kind}"}} 1.0' in metrics, metrics
+        assert "mpbot_llm_errors_total{" not in metrics, "no model call failed"
     if case == "blind_model":
         assert "set MPBOT_VISION_MODEL to a model that takes pictures" in logs
     assert "base64" not in logs and "data:image" not in logs, "a picture is never written to the log"
@@ -318,7 +325,8 @@ def test_a_voice_message_is_fetched_heard_and_answered(media_bot, media_api, fak
     history = [text_of(m["content"]) for m in fake_llm.calls[-1]["messages"][1:-1]]
     assert history == ["今天天气怎么样", "答：今天天气怎么样"], "history keeps the words, not 你说"
     logs = media_bot.logs()
-    assert "#!AMR" not in logs and "RIFF" not in logs
+    assert "#!AMR" not in logs and "RIFF" not in logs and "今天天气" not in logs, "no audio, no transcript"
+    assert "voice-media-1" not in logs and "access_token=" not in logs
 
 
 def test_wechat_s_own_recognition_is_used_when_present(media_bot, media_api, fake_llm):
@@ -532,3 +540,40 @@ def test_check_says_whether_the_model_takes_pictures_and_how_voice_is_heard(
         "transcription off"
         in check_voice(load_config({**base, **media_settings(media_api_server[1]), "MPBOT_STT_MODEL": ""}))[2]
     )
+
+
+# --- as shipped -----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_make_run_answers_a_picture_and_a_voice_message(
+    tmp_path, fake_llm, fake_llm_server, media_api_server, media_api
+):
+    """`make run` as shipped (gunicorn's gevent worker, embedded mode): the picture is scaled and
+    the voice decoded off the event loop, and both are answered within WeChat's window."""
+    import json
+
+    from test_run import start, stop
+
+    settings = {
+        **media_settings(media_api_server[1]),
+        "OPENAI_BASE_URL": fake_llm_server[1],
+        "WECHAT_TOKEN": "mediatoken",
+    }
+    env = {k: json.dumps(v) if isinstance(v, list) else str(v) for k, v in settings.items()}
+    media_api.pictures["p1"] = photo(4000, 3000, orientation=6)
+    with open(VOICE, "rb") as f:
+        media_api.media["voice-media-1"] = (f.read(), "audio/amr")
+    process, url = start(tmp_path, env)
+    try:
+        wechat = WeChat(url, "mediatoken")
+        assert "对话已开始" in wechat.say("/chatgpt")
+        started = time.monotonic()
+        assert deliver(wechat, image_xml(wechat.new_msgid(), f"{media_api_server[1]}/pic/p1")).startswith("答：")
+        assert time.monotonic() - started < 5, "answered on the first delivery"
+        assert sent_picture(fake_llm.calls[-1]).size == (768, 1024)
+        reply = deliver(wechat, voice_xml(wechat.new_msgid()))
+        assert reply == "你说：今天天气怎么样\n\n答：今天天气怎么样"
+    finally:
+        output = stop(process)
+    assert "Traceback" not in output and "Warning" not in output, output
