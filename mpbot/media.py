@@ -194,7 +194,7 @@ class Media:
                 api_key=config.MPBOT_STT_API_KEY or config.OPENAI_API_KEY or "unset",
                 base_url=config.MPBOT_STT_BASE_URL or config.OPENAI_BASE_URL or None,
                 timeout=config.MPBOT_STT_TIMEOUT,
-                max_retries=1,
+                max_retries=0,  # transcribe() tries again itself, within the job's deadline
             )
 
     @property
@@ -287,20 +287,26 @@ class Media:
         data = self._from_api(attachment["media_id"], deadline, "voice")
         wav = green.off_the_loop("media", to_wav, data)
         del data
-        left = deadline - time.monotonic()
-        if left <= 0.5:
-            raise MediaError("timeout", "no time left to transcribe")
         options = {"language": self.config.MPBOT_STT_LANGUAGE} if self.config.MPBOT_STT_LANGUAGE else {}
-        try:
-            result = self.stt.audio.transcriptions.create(
-                model=self.config.MPBOT_STT_MODEL,
-                file=("voice.wav", wav, "audio/wav"),
-                timeout=min(self.config.MPBOT_STT_TIMEOUT, left),
-                **options,
-            )
-        except Exception as exc:
-            error = llm_error(exc)
-            raise MediaError("voice_failed", f"transcription: {error.kind}: {error.detail}") from None
+        for attempt in range(2):  # once more after a 429, a 5xx or a refused connection, if time allows
+            left = deadline - time.monotonic()
+            if left <= 0.5:
+                raise MediaError("timeout", "no time left to transcribe")
+            try:
+                result = self.stt.audio.transcriptions.create(
+                    model=self.config.MPBOT_STT_MODEL,
+                    file=("voice.wav", wav, "audio/wav"),
+                    timeout=min(self.config.MPBOT_STT_TIMEOUT, left),
+                    **options,
+                )
+                break
+            except Exception as exc:
+                error = llm_error(exc)
+                if attempt == 0 and error.kind in ("rate_limited", "unavailable", "unreachable"):
+                    log.info("transcription failed (%s), trying once more", error.kind)
+                    time.sleep(0.5)
+                    continue
+                raise MediaError("voice_failed", f"transcription: {error.kind}: {error.detail}") from None
         text = result if isinstance(result, str) else getattr(result, "text", "") or ""
         text = " ".join(xml_safe(text).split())[:TRANSCRIPT_CHARS]
         if not text:

@@ -373,6 +373,8 @@ def test_a_voice_message_that_cannot_be_heard_gets_a_sentence_and_a_log_line(
     reply = deliver(wechat, voice_xml(wechat.new_msgid(), media_id=media_id))
     assert reply == wechat.app.mpbot.config.text(text), reply
     assert not fake_llm.calls, "no model call for what was not heard"
+    if case == "stt_down":
+        assert len(fake_llm.transcriptions) == 2, "a 503 is tried once more"
     assert f"kind={text.removeprefix('error_')}" in media_bot.logs()
 
 
