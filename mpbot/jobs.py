@@ -133,9 +133,10 @@ def run_answer(services, msgid: str, sid: str, question: str, openid: str | None
             attachment = services.media.attachment(msgid)
             asked = services.media.prepare(attachment, question, deadline, openid)
             if asked.transcribed:
-                answers.publish(msgid, {"state": "heard", "text": asked.heard})
+                # Refused words are never shown, not even as the question on the page.
                 if not moderator.allowed(asked.heard, "question"):
                     raise LLMError("banned", "moderation refused what the voice message said")
+                answers.publish(msgid, {"state": "heard", "text": asked.heard})
             if asked.heard and config.TEXTS.get("heard"):
                 streamer.prefix = config.text("heard", heard=asked.heard)
             history = services.sessions.history(sid)
@@ -151,18 +152,16 @@ def run_answer(services, msgid: str, sid: str, question: str, openid: str | None
             event = {"state": "done", "text": streamer.prefix + text}
         except LLMError as exc:
             llm_ended = llm_ended or time.monotonic()
-            kind = exc.kind
+            kind, detail = exc.kind, exc.detail
             if kind == "bad_request" and asked is not None and asked.picture is not None:
                 # The usual cause: a model that takes no pictures (DeepSeek's chat models, say).
                 kind = "no_vision"
-                log.warning(
-                    "job msgid=%s: the endpoint refused a question with a picture (model %s: %s); set "
-                    "MPBOT_VISION_MODEL to a model that takes pictures, or MPBOT_PICTURES = False",
-                    msgid,
-                    config.MPBOT_VISION_MODEL or config.MPBOT_MODEL,
-                    exc.detail,
+                detail = (
+                    f"the endpoint refused a question with a picture (model "
+                    f"{config.MPBOT_VISION_MODEL or config.MPBOT_MODEL}: {detail}); set MPBOT_VISION_MODEL to "
+                    "a model that takes pictures, or MPBOT_PICTURES = False"
                 )
-            log.warning("job msgid=%s outcome=llm_error kind=%s detail=%s", msgid, kind, exc.detail)
+            log.warning("job msgid=%s outcome=llm_error kind=%s detail=%s", msgid, kind, detail)
             event = {"state": "error", "kind": kind}
             if openid is not None and attachment is not None and attachment.get("alone"):
                 if kind == "no_vision" or kind.startswith("picture_"):

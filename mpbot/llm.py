@@ -6,6 +6,7 @@ sentence for (``TEXTS["error_<kind>"]``, or ``TEXTS["error"]``; see errors.py).
 
 import logging
 import random
+import re
 import threading
 import time
 
@@ -52,9 +53,21 @@ def _retry_after(exc: Exception) -> float | None:
         return None
 
 
+_DATA_URL = re.compile(r"data:[^\s\"',}\]]+")
+DETAIL_CHARS = 300
+
+
+def clean_detail(text: str) -> str:
+    """An endpoint's error text fit for a log line: a picture it repeats back (a ``data:`` URL)
+    left out, and at most ``DETAIL_CHARS`` characters."""
+    text = _DATA_URL.sub("data:…", text)
+    return text if len(text) <= DETAIL_CHARS else text[:DETAIL_CHARS] + "…"
+
+
 def llm_error(exc: Exception) -> LLMError:
     """The ``LLMError`` an exception from the OpenAI client (or its HTTP library) stands for."""
     error = _llm_error(exc)
+    error = LLMError(error.kind, clean_detail(error.detail))
     error.retry_after = _retry_after(exc)
     return error
 

@@ -24,6 +24,7 @@ import io
 import json
 import logging
 import re
+import threading
 import time
 import urllib.parse
 import wave
@@ -42,15 +43,24 @@ from .logs import user_tag
 log = logging.getLogger(__name__)
 
 PICTURE, VOICE = "picture", "voice"
-# Picture formats taken (what WeChat's clients send, and what a model's image input takes).
-FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP")
-# Pixels a picture may have before it is scaled down (a 50-megapixel photo); a bigger one, or a
-# small file that claims to be huge (a decompression bomb), is refused before it is decoded.
+# Picture formats taken (what WeChat's clients send, and what a model's image input takes; MPO is
+# the JPEG some phone cameras write, with a second picture inside).
+FORMATS = ("JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP")
+# Pixels a picture may have (a 50-megapixel photo): a JPEG decodes straight to an eighth of its
+# size, so this costs little; other formats decode whole (4 bytes a pixel), so they may have
+# fewer. A bigger one, or a small file that claims to be huge (a decompression bomb), is refused
+# before it is decoded.
 MAX_PIXELS = 50_000_000
+MAX_PIXELS_WHOLE = 16_000_000
+# Pictures decoded at once in a process (RQ threads, the embedded pool): each can take a few
+# hundred MB for a moment, so a burst of pictures waits its turn rather than exhausting memory.
+DECODING = threading.BoundedSemaphore(2)
 # WeChat's voice messages last at most 60 s; audio past this is not decoded.
 MAX_SECONDS = 120
 RATE = 16_000  # the WAV sent for transcription: 16 kHz, mono, 16-bit
-TRANSCRIPT_CHARS = 2000  # at most this much of a transcript is taken
+TRANSCRIPT_CHARS = 2000
+# Files are read as they arrive (read_capped), before any decompression: ask for them as they are.
+IDENTITY = {"Accept-Encoding": "identity"}  # at most this much of a transcript is taken
 _MEDIA_ID = re.compile(r"[A-Za-z0-9_\-]{1,256}")
 _FORMAT = re.compile(r"[A-Za-z0-9]{1,16}")
 
@@ -104,7 +114,12 @@ def host_allowed(url: str, hosts) -> bool:
 def picture_data_url(data: bytes, max_side: int) -> str:
     """A picture as a JPEG ``data:`` URL, no side longer than ``max_side``, turned the way the
     phone held it; MediaError ``picture_unreadable`` if it is not a picture, ``picture_too_large``
-    if it has too many pixels."""
+    if it has too many pixels. At most two pictures are decoded at once in a process."""
+    with DECODING:
+        return _picture_data_url(data, max_side)
+
+
+def _picture_data_url(data: bytes, max_side: int) -> str:
     from PIL import Image, ImageOps
 
     try:
@@ -112,9 +127,11 @@ def picture_data_url(data: bytes, max_side: int) -> str:
             if image.format not in FORMATS:
                 raise MediaError("picture_unreadable", f"a {image.format} file, not a picture format taken")
             width, height = image.size
-            if width * height > MAX_PIXELS:
-                raise MediaError("picture_too_large", f"{width}x{height} pixels")
+            limit = MAX_PIXELS if image.format in ("JPEG", "MPO") else MAX_PIXELS_WHOLE
+            if width * height > limit:
+                raise MediaError("picture_too_large", f"{width}x{height} pixels ({image.format})")
             image.draft("RGB", (max_side, max_side))  # a JPEG decodes straight to a smaller size
+            image.thumbnail((max_side, max_side))  # first: every later copy is of the small one
             picture = ImageOps.exif_transpose(image)
             if picture.mode in ("RGBA", "LA", "PA") or (picture.mode == "P" and "transparency" in picture.info):
                 picture = picture.convert("RGBA")
@@ -122,14 +139,13 @@ def picture_data_url(data: bytes, max_side: int) -> str:
                 background.paste(picture, mask=picture.getchannel("A"))
                 picture = background
             picture = picture.convert("RGB")
-            picture.thumbnail((max_side, max_side))
             out = io.BytesIO()
             picture.save(out, "JPEG", quality=85)
     except MediaError:
         raise
     except Image.DecompressionBombError:
         raise MediaError("picture_too_large", "more pixels than Pillow decodes (a decompression bomb?)") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:  # (UnidentifiedImageError is an OSError)
         raise MediaError("picture_unreadable", f"Pillow: {exc.__class__.__name__}") from None
     return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode()
 
@@ -335,7 +351,7 @@ class Media:
         ends = time.monotonic() + timeout
         limit = self.config.MPBOT_MEDIA_MAX_BYTES
         try:
-            with self.http.get(url, timeout=timeout, stream=True, allow_redirects=False) as response:
+            with self.http.get(url, timeout=timeout, stream=True, allow_redirects=False, headers=IDENTITY) as response:
                 if response.status_code != 200:
                     raise MediaError(f"{what}_unavailable", f"HTTP {response.status_code}")
                 return read_capped(response, limit, ends, what)

@@ -207,7 +207,7 @@ class WeChatAPI:
         """A message's picture or voice by its MediaId (``/cgi-bin/media/get``, kept by WeChat for
         3 days), at most ``max_bytes`` within ``timeout`` seconds. PushError ``expired`` for 40007
         (an expired or unknown MediaId), ``too_large``, or another reason."""
-        from .media import MediaError, read_capped
+        from .media import IDENTITY, MediaError, read_capped
 
         ends = time.monotonic() + timeout
         token = self.token()
@@ -215,9 +215,8 @@ class WeChatAPI:
             params = {"access_token": token, "media_id": media_id}
             try:
                 left = max(0.1, ends - time.monotonic())
-                with self.http.get(
-                    self.base + "/cgi-bin/media/get", params=params, timeout=left, stream=True
-                ) as response:
+                url = self.base + "/cgi-bin/media/get"
+                with self.http.get(url, params=params, timeout=left, stream=True, headers=IDENTITY) as response:
                     body = read_capped(response, max_bytes, ends, "media")
                     status = response.status_code
             except MediaError as exc:

@@ -5,6 +5,7 @@ app."""
 
 import base64
 import email.parser
+import gzip
 import hashlib
 import io
 import json
@@ -163,7 +164,9 @@ class FakeLLM:
                 if body["model"] in fake.blind and pictures_of(body["messages"][-1]["content"]):
                     with fake.lock:
                         fake.calls.append(body)
-                    error = "Failed to deserialize the JSON body: unknown variant `image_url`, expected `text`"
+                    # As some servers do, the error repeats the part it refused (the picture and all).
+                    part = json.dumps(body["messages"][-1]["content"][-1])
+                    error = f"Failed to deserialize the JSON body: unknown variant `image_url`, expected `text`: {part}"
                     self._send(400, {"error": {"message": error, "type": "invalid_request_error"}})
                     return
                 with fake.lock:
@@ -308,14 +311,16 @@ class FakeWeChatAPI:
     pictures: dict[str, bytes] = field(default_factory=dict)
     picture_gets: int = 0
     drip: float = 0.0  # seconds between the bytes of a picture or medium: a server too slow to wait for
+    gzip: bool = False  # compress files for a client that accepts gzip (as a CDN or a proxy may)
+    redirects: int = 0  # GET /moved/<name>: a redirect to /pic/<name> on "localhost"
 
     def reset(self) -> None:
         with self.lock:
             self.autoreply = None
             self.media.clear()
             self.pictures.clear()
-            self.media_gets = self.picture_gets = 0
-            self.drip = 0.0
+            self.media_gets = self.picture_gets = self.redirects = 0
+            self.drip, self.gzip = 0.0, False
             self.expires_in, self.token_latency, self.token_error, self.down = 7200, 0.0, None, False
             self.refuse.clear()
             self.messages.clear()
@@ -410,6 +415,9 @@ class FakeWeChatAPI:
 
             def _file(self, data: bytes, content_type: str):
                 self.send_response(200)
+                if fake.gzip and "gzip" in self.headers.get("Accept-Encoding", ""):
+                    data = gzip.compress(data)
+                    self.send_header("Content-Encoding", "gzip")
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
                 self.send_header("Connection", "close")
@@ -429,6 +437,15 @@ class FakeWeChatAPI:
             def do_GET(self):
                 path, _, query = self.path.partition("?")
                 params = dict(pair.split("=", 1) for pair in query.split("&") if "=" in pair)
+                if path.startswith("/moved/"):
+                    with fake.lock:
+                        fake.redirects += 1
+                    port = self.server.server_address[1]
+                    self.send_response(302)
+                    self.send_header("Location", f"http://localhost:{port}/pic/{path[len('/moved/') :]}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if path.startswith("/pic/"):
                     with fake.lock:
                         fake.picture_gets += 1

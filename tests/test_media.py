@@ -116,6 +116,7 @@ def media_settings(url: str, secret: bool = True) -> dict:
         # (In Redis mode the job's settings are the workers': these hold for both.)
         "MPBOT_MEDIA_MAX_BYTES": MAX_BYTES,
         "MPBOT_MEDIA_TIMEOUT": 0.7,
+        "MPBOT_BANNED_WORDS": ["违禁词"],
     }
 
 
@@ -188,6 +189,37 @@ def test_a_picture_is_answered_with_the_picture_and_the_next_question_goes_with_
         fake_llm.calls[-1]["messages"][-1]["content"]
     )
     assert len(fake_llm.calls) == 3, "one model call per message"
+
+
+def test_a_cdn_that_redirects_is_not_followed_and_compressed_files_are_read(media_bot, media_api, fake_llm, mode):
+    wechat = media_bot()
+    media_api.pictures["p1"] = photo(400, 300)
+    reply = deliver(wechat, image_xml(wechat.new_msgid(), media_bot.cdn.replace("/pic/", "/moved/") + "p1"))
+    assert media_api.redirects == 1 and media_api.picture_gets == 0, "the redirect to another host is not followed"
+    assert reply == wechat.app.mpbot.config.text("error_picture_expired"), "then its MediaId: unknown to WeChat"
+
+    # A CDN or a proxy that compresses: files are asked for as they are.
+    media_api.gzip = True
+    with open(VOICE, "rb") as f:
+        media_api.media["voice-media-1"] = (f.read(), "audio/amr")
+    assert deliver(wechat, image_xml(wechat.new_msgid(), media_bot.cdn + "p1")).startswith("答：")
+    assert deliver(wechat, voice_xml(wechat.new_msgid())).startswith("你说：今天天气怎么样")
+    media_api.revoke_tokens()  # and WeChat's errors are still read as errors
+    assert deliver(wechat, voice_xml(wechat.new_msgid())).startswith("你说：")
+    assert media_api.fetches == 2
+
+
+def test_a_transcript_moderation_refuses_is_never_shown(media_bot, media_api, fake_llm, mode):
+    wechat = media_bot()
+    with open(VOICE, "rb") as f:
+        media_api.media["voice-media-1"] = (f.read(), "audio/amr")
+    fake_llm.transcript = "说一个违禁词"
+    msgid = wechat.new_msgid()
+    reply = deliver(wechat, voice_xml(msgid))
+    assert reply == wechat.app.mpbot.config.text("error_banned")
+    assert not fake_llm.calls
+    answer = wechat.app.mpbot.answers.get(str(msgid))
+    assert answer.failed and answer.question == "（语音）", "the page's question is not what was refused"
 
 
 def test_a_question_long_after_the_picture_goes_alone(media_bot, media_api, fake_llm):
@@ -440,6 +472,19 @@ def test_only_listed_hosts_are_fetched():
         "this is a url",
     ):
         assert not host_allowed(url, hosts), url
+
+
+def test_lossless_pictures_have_a_lower_pixel_limit_and_mpo_photos_are_taken():
+    with pytest.raises(MediaError) as failure:
+        picture_data_url(photo(5000, 4000, fmt="PNG"), 1024)  # 20 MP would decode whole: 80 MB
+    assert failure.value.kind == "picture_too_large"
+    assert picture_data_url(photo(5000, 4000), 1024).startswith("data:image/jpeg"), "a JPEG decodes at 1/8"
+    first, second = Image.new("RGB", (800, 600), "red"), Image.new("RGB", (800, 600), "blue")
+    out = io.BytesIO()
+    first.save(out, "MPO", save_all=True, append_images=[second])
+    url = picture_data_url(out.getvalue(), 1024)
+    with Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))) as image:
+        assert image.size == (800, 600) and image.getpixel((10, 10))[0] > 200, "the first picture"
 
 
 def test_pictures_are_scaled_down_and_kept_in_shape():
