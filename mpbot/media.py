@@ -52,15 +52,17 @@ FORMATS = ("JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP")
 # before it is decoded.
 MAX_PIXELS = 50_000_000
 MAX_PIXELS_WHOLE = 16_000_000
-# Pictures decoded at once in a process (RQ threads, the embedded pool): each can take a few
-# hundred MB for a moment, so a burst of pictures waits its turn rather than exhausting memory.
+# Pictures and audio decoded at once in a process (RQ threads, the embedded pool): a picture can
+# take a hundred MB or more for a moment, so a burst waits its turn rather than exhausting memory.
+# (A gevent web worker uses green.off_the_loop's two threads instead: a thread's semaphore would
+# block its event loop.)
 DECODING = threading.BoundedSemaphore(2)
 # WeChat's voice messages last at most 60 s; audio past this is not decoded.
 MAX_SECONDS = 120
 RATE = 16_000  # the WAV sent for transcription: 16 kHz, mono, 16-bit
-TRANSCRIPT_CHARS = 2000
+TRANSCRIPT_CHARS = 2000  # at most this much of a transcript is taken
 # Files are read as they arrive (read_capped), before any decompression: ask for them as they are.
-IDENTITY = {"Accept-Encoding": "identity"}  # at most this much of a transcript is taken
+IDENTITY = {"Accept-Encoding": "identity"}
 _MEDIA_ID = re.compile(r"[A-Za-z0-9_\-]{1,256}")
 _FORMAT = re.compile(r"[A-Za-z0-9]{1,16}")
 
@@ -111,15 +113,20 @@ def host_allowed(url: str, hosts) -> bool:
 # --- the job: fetch, check, convert ---------------------------------------------------------------
 
 
+def decode(work, *args):
+    """``work(*args)`` (a picture or audio to decode), at most two at once in a process: under
+    gevent in the media's own two real threads (off the event loop), elsewhere (RQ's job threads,
+    the embedded pool) behind a semaphore."""
+    if green.patched():
+        return green.off_the_loop("media", work, *args)
+    with DECODING:
+        return work(*args)
+
+
 def picture_data_url(data: bytes, max_side: int) -> str:
     """A picture as a JPEG ``data:`` URL, no side longer than ``max_side``, turned the way the
     phone held it; MediaError ``picture_unreadable`` if it is not a picture, ``picture_too_large``
-    if it has too many pixels. At most two pictures are decoded at once in a process."""
-    with DECODING:
-        return _picture_data_url(data, max_side)
-
-
-def _picture_data_url(data: bytes, max_side: int) -> str:
+    if it has too many pixels."""
     from PIL import Image, ImageOps
 
     try:
@@ -255,7 +262,7 @@ class Media:
         alone = bool(attachment.get("alone"))
         try:
             data = self.fetch_picture(found, deadline, openid)
-            picture = green.off_the_loop("media", picture_data_url, data, self.config.MPBOT_PICTURE_MAX_SIDE)
+            picture = decode(picture_data_url, data, self.config.MPBOT_PICTURE_MAX_SIDE)
             del data
         except MediaError as exc:
             if alone:
@@ -301,7 +308,7 @@ class Media:
         if self.stt is None or self.api is None:
             raise MediaError("voice_off", "transcription is not set up")
         data = self._from_api(attachment["media_id"], deadline, "voice")
-        wav = green.off_the_loop("media", to_wav, data)
+        wav = decode(to_wav, data)
         del data
         options = {"language": self.config.MPBOT_STT_LANGUAGE} if self.config.MPBOT_STT_LANGUAGE else {}
         for attempt in range(2):  # once more after a 429, a 5xx or a refused connection, if time allows

@@ -487,6 +487,30 @@ def test_lossless_pictures_have_a_lower_pixel_limit_and_mpo_photos_are_taken():
         assert image.size == (800, 600) and image.getpixel((10, 10))[0] > 200, "the first picture"
 
 
+def test_at_most_two_pictures_or_clips_are_decoded_at_once():
+    import threading
+
+    from mpbot.media import decode
+
+    busy, most, lock = [0], [0], threading.Lock()
+
+    def work(seconds):
+        with lock:
+            busy[0] += 1
+            most[0] = max(most[0], busy[0])
+        time.sleep(seconds)
+        with lock:
+            busy[0] -= 1
+        return seconds
+
+    threads = [threading.Thread(target=decode, args=(work, 0.1)) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert most[0] == 2, "RQ's 250 job threads do not decode 250 pictures at once"
+
+
 def test_pictures_are_scaled_down_and_kept_in_shape():
     for fmt in ("JPEG", "PNG", "WEBP", "BMP", "GIF"):
         url = picture_data_url(photo(2048, 512, fmt=fmt), 1024)
